@@ -1,0 +1,193 @@
+r"""The bilevel step: an inner optimizer step made differentiable in the meta-parameters.
+
+For parameters :math:`\theta`, meta-parameters :math:`\phi` (raw, e.g. :math:`\rho` with
+:math:`\alpha = \mathrm{softplus}(\rho)`) and a batch :math:`b`:
+
+.. math::
+    \tilde\theta(\phi) = \mathrm{OptStep}\big(\nabla_\theta f(\theta, \phi, b)\big), \qquad
+    \phi \leftarrow \phi - \eta_\phi \, \frac{\partial}{\partial\phi}
+        \sum_j w_j\, \ell_j\big(\theta, \tilde\theta(\phi), \phi, b\big)
+
+where ``OptStep`` is the policy's own optimizer written functionally (so Adam's live moments are
+used). The outer losses :math:`\ell_j` see :math:`\phi` only as constants: they reach it through
+:math:`\tilde\theta(\phi)`. The step :math:`\tilde\theta` is then committed as the real update.
+
+Only meta-iterations (:func:`bilevel_step`) build the second-order graph; every other iteration is
+a first-order :func:`inner_step`. Nothing here knows about reinforcement learning: the inner
+objective, the outer losses and the context they share are supplied by the caller.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, Sequence
+
+import torch
+from torch import Tensor
+
+from metaconstraint.engine.members import per_member
+from metaconstraint.engine.meta import MetaParameters
+from metaconstraint.engine.optim import Optimizer, Params, detach_tree
+
+InnerObjective = Callable[[Params, dict[str, Tensor], dict[str, Tensor], dict[str, Any]], Tensor]
+"""``f(params, meta, batch, frozen) -> scalar`` for one member."""
+
+
+class OuterContext:
+    """What every outer loss receives (one member's view).
+
+    Generic fields: ``params`` (before the inner step), ``updated_params`` (after it),
+    ``meta`` (name -> value, constant), ``batch``, ``frozen`` (other inputs held constant, e.g. a
+    critic) and ``state`` (this loss's own persistent state). Subclasses add quantities computed
+    lazily and cached on first use (``functools.cached_property``), shared by every loss.
+    """
+
+    def __init__(self, params, updated_params, meta, batch, frozen, state=None):
+        self.params = params
+        self.updated_params = updated_params
+        self.meta = meta
+        self.batch = batch
+        self.frozen = frozen
+        self.state = state
+
+
+class _StateView:
+    """A context seen with one loss's state; attribute reads go to the shared context."""
+
+    def __init__(self, context: OuterContext, state: Any):
+        object.__setattr__(self, "_context", context)
+        object.__setattr__(self, "state", state)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._context, name)
+
+
+@dataclass(frozen=True)
+class OuterLoss:
+    """A named, weighted outer loss ``fn(ctx) -> scalar`` or ``-> (scalar, new_state)``.
+
+    ``init_state``: the loss's persistent state at the start (name -> float), or ``None``.
+    """
+
+    name: str
+    fn: Callable[[Any], Any]
+    weight: float = 1.0
+    init_state: dict[str, float] | None = None
+
+
+@dataclass(frozen=True)
+class BilevelProblem:
+    """Everything the engine needs to take inner and bilevel steps for ``num_members`` members."""
+
+    inner_objective: InnerObjective
+    optimizer: Optimizer
+    outer_losses: Sequence[OuterLoss]
+    meta_parameters: MetaParameters
+    make_context: Callable[..., OuterContext] = OuterContext
+    num_members: int = 1
+    outer_terms: tuple[str, ...] = field(init=False)
+
+    def __post_init__(self):
+        object.__setattr__(self, "outer_terms", tuple(loss.name for loss in self.outer_losses))
+
+    def init_outer_state(self, device: torch.device | str = "cpu", dtype=torch.float32) -> dict[str, Any]:
+        """``{loss name: {key: (M,) tensor}}`` for the losses that keep state."""
+        return {
+            loss.name: {
+                key: torch.full((self.num_members,), value, device=device, dtype=dtype)
+                for key, value in loss.init_state.items()
+            }
+            for loss in self.outer_losses
+            if loss.init_state is not None
+        }
+
+
+def _outer_objective(problem: BilevelProblem):
+    """One member's weighted outer loss: ``(params, updated, meta, batch, frozen, state) ->
+    (total, terms, new_state)``."""
+
+    def objective(params, updated_params, meta, batch, frozen, state):
+        context = problem.make_context(params, updated_params, meta, batch, frozen)
+        total = 0.0
+        terms: dict[str, Tensor] = {}
+        new_state: dict[str, Any] = {}
+        for loss in problem.outer_losses:
+            loss_state = state.get(loss.name)
+            out = loss.fn(_StateView(context, loss_state) if loss_state is not None else context)
+            if isinstance(out, tuple):
+                value, new_state[loss.name] = out
+            else:
+                value = out
+                if loss_state is not None:
+                    new_state[loss.name] = loss_state
+            terms[loss.name] = value
+            total = total + loss.weight * value
+        return total, terms, new_state
+
+    return objective
+
+
+def _requires_grad(params: Params) -> Params:
+    return {k: v.detach().requires_grad_() for k, v in params.items()}
+
+
+def inner_step(
+    problem: BilevelProblem,
+    params: Params,
+    opt_state: dict[str, Any],
+    meta: dict[str, Tensor],
+    batch: dict[str, Tensor],
+    frozen: dict[str, Any],
+    lr: float | None = None,
+) -> tuple[Params, dict[str, Any], Tensor]:
+    """A first-order step of the inner objective; returns ``(params, opt_state, loss (M,))``."""
+    leaf = _requires_grad(params)
+    with torch.enable_grad():
+        loss = per_member(problem.inner_objective, problem.num_members)(leaf, meta, batch, frozen)
+        grads = torch.autograd.grad(loss.sum(), list(leaf.values()))
+    with torch.no_grad():
+        new_params, new_state = problem.optimizer.step(dict(zip(leaf, grads)), opt_state, params, lr=lr)
+    return new_params, new_state, loss.detach()
+
+
+def bilevel_step(
+    problem: BilevelProblem,
+    params: Params,
+    opt_state: dict[str, Any],
+    meta_state: dict[str, Any],
+    batch: dict[str, Tensor],
+    frozen: dict[str, Any],
+    outer_state: dict[str, Any],
+    lr: float | None = None,
+) -> tuple[Params, dict[str, Any], dict[str, Any], dict[str, Any], dict[str, Tensor]]:
+    """Inner step, meta-gradient through it, meta-update, commit.
+
+    Returns ``(params, opt_state, meta_state, outer_state, info)`` where ``info`` holds per-member
+    tensors: ``inner_loss``, ``outer_loss``, one entry per outer term and ``grad/<meta name>``.
+    """
+    meta_raw = {name: rho.detach().requires_grad_() for name, rho in meta_state["raw"].items()}
+    leaf = _requires_grad(params)
+    with torch.enable_grad():
+        meta = MetaParameters.values(meta_raw)
+        inner = per_member(problem.inner_objective, problem.num_members)(leaf, meta, batch, frozen)
+        grads = torch.autograd.grad(inner.sum(), list(leaf.values()), create_graph=True)
+        updated, new_opt_state = problem.optimizer.step(dict(zip(leaf, grads)), opt_state, leaf, lr=lr)
+        constants = detach_tree(meta)
+        total, terms, new_outer_state = per_member(_outer_objective(problem), problem.num_members)(
+            detach_tree(params), updated, constants, batch, frozen, outer_state
+        )
+        meta_grads = torch.autograd.grad(total.sum(), list(meta_raw.values()), allow_unused=True)
+    meta_grads = {
+        name: torch.zeros_like(meta_raw[name]) if g is None else g for name, g in zip(meta_raw, meta_grads)
+    }
+    new_meta_state = problem.meta_parameters.step(meta_state, meta_grads)
+    info = {"inner_loss": inner.detach(), "outer_loss": total.detach()}
+    info.update({f"outer/{name}": value.detach() for name, value in terms.items()})
+    info.update({f"grad/{name}": g for name, g in meta_grads.items()})
+    return (
+        detach_tree(updated),
+        detach_tree(new_opt_state),
+        new_meta_state,
+        detach_tree(new_outer_state),
+        info,
+    )

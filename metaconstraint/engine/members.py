@@ -1,0 +1,50 @@
+"""Independent members (seeds) stacked along a leading dimension.
+
+Every tensor the engine holds has a leading *member* dimension ``M`` (``M = 1`` for one seed).
+Functions that describe one member (an inner objective, an outer loss) are written for a single
+member's shapes; :func:`per_member` maps them over the stack. For ``M = 1`` the leading dimension is
+indexed away instead of calling ``vmap``, so a single run pays nothing for the abstraction.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import torch
+from torch import Tensor
+from torch.utils._pytree import tree_map
+
+
+def _in_dims(tree: Any) -> Any:
+    return tree_map(lambda leaf: 0 if isinstance(leaf, Tensor) else None, tree)
+
+
+def per_member(fn: Callable[..., Any], num_members: int) -> Callable[..., Any]:
+    """Return ``fn`` mapped over the leading member dimension of every tensor argument.
+
+    ``fn`` sees one member's tensors (leading dimension removed); its tensor outputs come back
+    with the member dimension in front. Non-tensor arguments are passed unchanged.
+    """
+    if num_members == 1:
+
+        def single(*args: Any) -> Any:
+            squeezed = tree_map(lambda t: t[0] if isinstance(t, Tensor) else t, args)
+            out = fn(*squeezed)
+            return tree_map(lambda t: t.unsqueeze(0) if isinstance(t, Tensor) else t, out)
+
+        return single
+
+    def mapped(*args: Any) -> Any:
+        return torch.func.vmap(fn, in_dims=_in_dims(args), randomness="error")(*args)
+
+    return mapped
+
+
+def stack_members(trees: list[Any]) -> Any:
+    """Stack per-member trees (same structure) into one tree with a leading member dimension."""
+    return tree_map(lambda *leaves: torch.stack(leaves), trees[0], *trees[1:])
+
+
+def member(tree: Any, index: int) -> Any:
+    """The ``index``-th member's slice of a stacked tree."""
+    return tree_map(lambda t: t[index] if isinstance(t, Tensor) else t, tree)
