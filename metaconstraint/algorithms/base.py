@@ -1,0 +1,77 @@
+"""What every algorithm offers the trainer, its typed config, and the registry of algorithms."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import torch
+from pydantic import BaseModel, ConfigDict
+from torch import Tensor
+
+from metaconstraint.rl.buffer import MemberSampler
+
+
+class AlgorithmConfig(BaseModel):
+    """Hyperparameters of an algorithm; defaults are the paper's. Unknown keys are errors."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+@dataclass(frozen=True)
+class ProblemSpec:
+    """Shapes of the problem: what an algorithm needs to build its networks."""
+
+    observation_dim: int
+    action_dim: int
+    max_action: float
+    total_steps: int  # the run's --steps (schedules tied to the run length read it)
+
+
+class Algorithm(ABC):
+    """One consistent surface: ``init_state``, ``update``, ``act``, ``constraint_scale``.
+
+    State is a plain tree of tensors (leading member dimension ``M``) and Python numbers, so it
+    is checkpointed as it is.
+    """
+
+    name: ClassVar[str]
+    Config: ClassVar[type[AlgorithmConfig]]
+
+    def __init__(self, config: AlgorithmConfig, spec: ProblemSpec, num_members: int, device: torch.device):
+        self.config = config
+        self.spec = spec
+        self.num_members = num_members
+        self.device = device
+
+    @abstractmethod
+    def init_state(self, seeds: list[int]) -> dict[str, Any]: ...
+
+    @abstractmethod
+    def update(self, state: dict[str, Any], sampler: MemberSampler, iteration: int) -> tuple[dict[str, Any], dict[str, Tensor]]:
+        """One iteration (1-based ``iteration``); metrics are ``(M,)`` device tensors."""
+
+    @abstractmethod
+    def act(self, state: dict[str, Any], observations: Tensor) -> Tensor:
+        """Deterministic actions ``(M, E, A)`` for normalised observations ``(M, E, obs_dim)``."""
+
+    def constraint_scale(self, state: dict[str, Any]) -> Tensor | None:
+        """The learned constraint scale ``(M,)`` (ASPC's alpha), or ``None`` for fixed-scale methods."""
+        return None
+
+    def meta_parameters(self, state: dict[str, Any]) -> dict[str, Tensor]:
+        """Learned meta-parameters by name, ``(M,)`` each (empty for fixed-scale methods)."""
+        return {}
+
+    @property
+    def batch_size(self) -> int:
+        return self.config.batch_size
+
+
+ALGORITHMS: dict[str, type[Algorithm]] = {}
+
+
+def register_algorithm(cls: type[Algorithm]) -> type[Algorithm]:
+    ALGORITHMS[cls.name] = cls
+    return cls

@@ -1,0 +1,129 @@
+"""Run configuration: pydantic models, config files (TOML/YAML) and flag overrides.
+
+A config file is flat: run keys (``dataset``, ``steps``, ...) beside the algorithm's
+hyperparameters (``alpha_lr``, ``outer_losses``, ...). Flags override the file.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+import tomli_w
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from metaconstraint.algorithms import ALGORITHMS, AlgorithmConfig
+
+
+class ConfigError(ValueError):
+    """A configuration that cannot be used; the message says what and where."""
+
+
+class RunConfig(BaseModel):
+    """How a run is executed: data, budget, seeds, evaluation, output."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    algorithm: str
+    dataset: str
+    steps: int = Field(1_000_000, gt=0, description="Training iterations (one critic update each).")
+    seed: int = Field(0, ge=0, description="First seed.")
+    seeds: int = Field(1, ge=1, description="Seeds seed..seed+seeds-1, trained as one vectorised computation.")
+    eval_every: int = Field(5000, gt=0)
+    eval_episodes: int = Field(10, gt=0)
+    device: str = "cpu"
+    out: Path = Path("runs")
+    log_every: int = Field(1000, gt=0, description="Iterations between metric records (one host sync each).")
+    checkpoint_every: int | None = Field(None, gt=0, description="Default: every evaluation.")
+    keep_checkpoints: int = Field(2, ge=1)
+    final_score_rule: Literal["last", "mean_last_k"] = "last"
+    final_score_k: int = Field(5, ge=1, description="k of mean_last_k.")
+    tag: str | None = Field(None, pattern=r"^[A-Za-z0-9_.=+-]+$")
+
+
+RUN_KEYS = set(RunConfig.model_fields)
+
+
+def format_validation_error(error: ValidationError, source: str) -> str:
+    lines = [f"invalid configuration ({source}):"]
+    for item in error.errors():
+        where = ".".join(str(part) for part in item["loc"]) or "(top level)"
+        message = item["msg"]
+        if item["type"] == "extra_forbidden":
+            message = "unknown key"
+        lines.append(f"  {where}: {message}")
+    return "\n".join(lines)
+
+
+def load_config_file(path: Path) -> dict[str, Any]:
+    """Read a TOML or YAML file into a flat dict, with the line of a syntax error."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as error:
+        raise ConfigError(f"cannot read config file {path}: {error.strerror or error}") from None
+    if path.suffix in (".yaml", ".yml"):
+        try:
+            data = yaml.safe_load(text) or {}
+        except yaml.YAMLError as error:
+            mark = getattr(error, "problem_mark", None)
+            where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+            raise ConfigError(f"config file {path} is not valid YAML{where}: {getattr(error, 'problem', error)}") from None
+    elif path.suffix == ".toml":
+        try:
+            data = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as error:
+            raise ConfigError(f"config file {path} is not valid TOML: {error}") from None
+    else:
+        raise ConfigError(f"config file {path}: use a .toml, .yaml or .yml file.")
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path} must hold a table of keys, not {type(data).__name__}.")
+    return data
+
+
+def algorithm_class(name: str):
+    import difflib
+
+    if name not in ALGORITHMS:
+        close = difflib.get_close_matches(name, list(ALGORITHMS), n=3)
+        hint = f" Did you mean {', '.join(close)}?" if close else ""
+        raise ConfigError(f"unknown algorithm '{name}'.{hint} Known algorithms: {', '.join(sorted(ALGORITHMS))}.")
+    return ALGORITHMS[name]
+
+
+def build_configs(values: dict[str, Any], source: str = "flags") -> tuple[RunConfig, AlgorithmConfig]:
+    """Split flat ``values`` into the run config and the algorithm's config, validating both."""
+    if "algorithm" not in values:
+        raise ConfigError("no algorithm given (e.g. `metaconstraint run aspc --dataset pen-human`).")
+    cls = algorithm_class(str(values["algorithm"]))
+    algorithm_keys = set(cls.Config.model_fields)
+    unknown = sorted(set(values) - RUN_KEYS - algorithm_keys)
+    if unknown:
+        import difflib
+
+        hints = []
+        for key in unknown:
+            close = difflib.get_close_matches(key, sorted(RUN_KEYS | algorithm_keys), n=1)
+            hints.append(f"'{key}'" + (f" (did you mean '{close[0]}'?)" if close else ""))
+        raise ConfigError(f"unknown configuration key(s) for {cls.name} ({source}): {', '.join(hints)}.")
+    try:
+        run = RunConfig(**{k: v for k, v in values.items() if k in RUN_KEYS})
+        algorithm = cls.Config(**{k: v for k, v in values.items() if k in algorithm_keys})
+    except ValidationError as error:
+        raise ConfigError(format_validation_error(error, source)) from None
+    except ValueError as error:
+        raise ConfigError(f"invalid configuration ({source}): {error}") from None
+    return run, algorithm
+
+
+def resolved_config(run: RunConfig, algorithm: AlgorithmConfig) -> dict[str, Any]:
+    """Everything a run used, flat, as written to ``config.toml`` (readable back with --config)."""
+    data = run.model_dump(mode="json", exclude_none=True)
+    data.update(algorithm.model_dump(mode="json", exclude_none=True))
+    return data
+
+
+def to_toml(data: dict[str, Any]) -> str:
+    return tomli_w.dumps(data)

@@ -1,0 +1,40 @@
+r"""ASPC's outer losses (arXiv 2508.19900, Sec. 4), written on the shared outer context.
+
+- L1, the inner objective at the updated policy, scale held constant: ``objective.at_updated``.
+- L2, Q-value damping: :math:`(\overline{Q}_1(s, \tilde\pi(s)) - \overline{Q}_1(s, \pi(s)))^2`.
+- L2-EMA (the released code's form): an EMA :math:`e` (0.995, from 0) of
+  :math:`\overline{Q}_1(s, \tilde\pi(s))`, loss :math:`(e_{new} - e_{old})^2`.
+- L3, BC-loss damping: :math:`\mathrm{sg}(L_2)\,\mathrm{sg}(\max_i bc_i(\pi))\,
+  \max_i |\mathrm{sg}(bc_i(\pi)) - bc_i(\tilde\pi)|`.
+"""
+
+from __future__ import annotations
+
+from torch import Tensor
+
+from metaconstraint.outer_losses.registry import outer_loss
+
+EMA_DECAY = 0.995
+
+
+@outer_loss("l1")
+def policy_objective_at_update(ctx) -> Tensor:
+    return ctx.objective.at_updated(ctx)
+
+
+@outer_loss("l2")
+def q_value_damping(ctx) -> Tensor:
+    return ctx.q_change.pow(2)
+
+
+@outer_loss("l2-ema", init_state={"ema": 0.0})
+def q_value_damping_ema(ctx):
+    previous = ctx.state["ema"]
+    current = EMA_DECAY * previous + (1.0 - EMA_DECAY) * ctx.q_updated.mean()
+    return (current - previous).pow(2), {"ema": current.detach()}
+
+
+@outer_loss("l3")
+def bc_loss_damping(ctx) -> Tensor:
+    before = ctx.bc_error.detach()
+    return ctx.q_change.detach().pow(2) * before.max() * (before - ctx.updated_bc_error).abs().max()

@@ -1,0 +1,88 @@
+"""Outer losses by name: the built-ins, those registered with :func:`outer_loss`, and any
+``module:function`` import path, each optionally followed by ``=WEIGHT``."""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+from typing import Callable
+
+from metaconstraint.engine import OuterLoss
+
+_REGISTRY: dict[str, OuterLoss] = {}
+
+
+class OuterLossError(ValueError):
+    """An outer-loss specification that cannot be resolved (message says why)."""
+
+
+def outer_loss(name: str, init_state: dict[str, float] | None = None) -> Callable:
+    """Register ``fn(ctx) -> scalar`` (or ``-> (scalar, new_state)``) as an outer loss ``name``.
+
+    ``init_state``: the loss's persistent state at the start, e.g. ``{"ema": 0.0}``; the loss then
+    reads ``ctx.state`` and returns its new state. Also usable on a function reached by import
+    path: the registration only attaches ``init_state`` there.
+    """
+
+    def register(fn: Callable) -> Callable:
+        fn.init_state = init_state
+        _REGISTRY[name] = OuterLoss(name, fn, 1.0, init_state)
+        return fn
+
+    return register
+
+
+def registered_outer_losses() -> list[str]:
+    import metaconstraint.outer_losses.builtin  # noqa: F401  (registers the built-ins)
+
+    return sorted(_REGISTRY)
+
+
+def _import_function(path: str) -> Callable:
+    module_name, _, attribute = path.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as error:
+        raise OuterLossError(f"outer loss '{path}': cannot import module '{module_name}' ({error}).") from None
+    try:
+        fn = getattr(module, attribute)
+    except AttributeError:
+        raise OuterLossError(f"outer loss '{path}': module '{module_name}' has no attribute '{attribute}'.") from None
+    if not callable(fn):
+        raise OuterLossError(f"outer loss '{path}' is not callable.")
+    return fn
+
+
+def resolve_outer_loss(spec: str) -> OuterLoss:
+    """``"l2"``, ``"l3=0.5"``, ``"mypkg.losses:kl=2"`` -> :class:`OuterLoss`."""
+    names = registered_outer_losses()
+    text = spec.strip()
+    weight = 1.0
+    if "=" in text:
+        text, _, weight_text = text.rpartition("=")
+        try:
+            weight = float(weight_text)
+        except ValueError:
+            raise OuterLossError(f"outer loss '{spec}': weight '{weight_text}' is not a number.") from None
+    if ":" in text:
+        fn = _import_function(text)
+        return OuterLoss(text, fn, weight, getattr(fn, "init_state", None))
+    if text not in _REGISTRY:
+        close = difflib.get_close_matches(text, names, n=3)
+        hint = f" Did you mean {', '.join(close)}?" if close else ""
+        raise OuterLossError(
+            f"unknown outer loss '{text}'.{hint} Built-in and registered losses: {', '.join(names)}; "
+            "a function of your own is given as 'module:function'."
+        )
+    base = _REGISTRY[text]
+    return OuterLoss(base.name, base.fn, weight, base.init_state)
+
+
+def resolve_outer_losses(specs: list[str]) -> list[OuterLoss]:
+    losses = [resolve_outer_loss(s) for s in specs]
+    names = [loss.name for loss in losses]
+    if len(set(names)) != len(names):
+        raise OuterLossError(f"an outer loss is listed twice: {names}")
+    if not losses:
+        raise OuterLossError("the list of outer losses is empty.")
+    return losses

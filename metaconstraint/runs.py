@@ -1,0 +1,131 @@
+"""Run folders: layout, atomic writes, metrics files, checkpoints, summaries.
+
+``OUT/<algorithm>/<dataset id with "/" as "__">/seed<K>[-<tag>]/`` holds ``config.toml``,
+``metrics.jsonl``, ``metrics.csv``, ``checkpoints/``, ``summary.json`` and ``environment.json``.
+Every file is written to a temporary sibling, flushed, fsynced and renamed into place, so a crash
+leaves the previous version intact.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import platform
+import subprocess
+import tempfile
+from importlib import metadata
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+CHECKPOINT_PREFIX = "step"
+
+
+def run_directory(out: Path, algorithm: str, dataset_id: str, seed: int, tag: str | None = None) -> Path:
+    name = f"seed{seed}" + (f"-{tag}" if tag else "")
+    return Path(out) / algorithm / dataset_id.replace("/", "__") / name
+
+
+def atomic_write(path: Path, write: Callable[[io.BufferedWriter], None]) -> None:
+    """Write ``path`` through ``write(file)`` on a temporary sibling, then rename it into place."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            write(handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    atomic_write(path, lambda handle: handle.write(text.encode()))
+
+
+def atomic_write_json(path: Path, data: Any) -> None:
+    atomic_write_text(path, json.dumps(data, indent=2, sort_keys=False) + "\n")
+
+
+def read_json(path: Path) -> Any:
+    return json.loads(Path(path).read_text())
+
+
+class MetricsLog:
+    """``metrics.jsonl`` (appended records) and ``metrics.csv`` (rewritten from them)."""
+
+    def __init__(self, directory: Path, records: list[dict[str, Any]] | None = None):
+        self.directory = Path(directory)
+        self.records: list[dict[str, Any]] = list(records or [])
+
+    def append(self, rows: list[dict[str, Any]]) -> None:
+        self.records.extend(rows)
+
+    def flush(self) -> None:
+        atomic_write_text(self.directory / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in self.records))
+        columns: list[str] = []
+        for record in self.records:
+            columns.extend(k for k in record if k not in columns)
+        buffer = io.StringIO()
+        writer = csv.DictWriter(buffer, fieldnames=columns)
+        writer.writeheader()
+        writer.writerows(self.records)
+        atomic_write_text(self.directory / "metrics.csv", buffer.getvalue())
+
+    @staticmethod
+    def read(directory: Path) -> list[dict[str, Any]]:
+        path = Path(directory) / "metrics.jsonl"
+        if not path.exists():
+            return []
+        return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def checkpoint_paths(directory: Path) -> list[Path]:
+    """Checkpoints of a run folder, oldest first."""
+    folder = Path(directory) / "checkpoints"
+    return sorted(folder.glob(f"{CHECKPOINT_PREFIX}*.pt"), key=lambda p: int(p.stem[len(CHECKPOINT_PREFIX) :]))
+
+
+def save_checkpoint(directory: Path, step: int, payload: dict[str, Any], keep: int = 2) -> Path:
+    """Atomically write ``checkpoints/step<N>.pt`` and keep the newest ``keep``."""
+    path = Path(directory) / "checkpoints" / f"{CHECKPOINT_PREFIX}{step:08d}.pt"
+    atomic_write(path, lambda handle: torch.save(payload, handle))
+    for old in checkpoint_paths(directory)[:-keep]:
+        old.unlink(missing_ok=True)
+    return path
+
+
+def load_checkpoint(path: Path, device="cpu") -> dict[str, Any]:
+    """A checkpoint is data, never code: ``weights_only=True``."""
+    return torch.load(path, map_location=device, weights_only=True)
+
+
+def _version(package: str) -> str | None:
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def environment_record() -> dict[str, Any]:
+    """Package versions, git commit and machine, for ``environment.json``."""
+    packages = ["torch", "minari", "gymnasium", "gymnasium-robotics", "mujoco", "metaconstraint", "numpy"]
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, cwd=Path(__file__).parent
+        ).stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        commit = None
+    return {
+        "packages": {name: _version(name) for name in packages},
+        "git_commit": commit,
+        "python": platform.python_version(),
+        "machine": {"platform": platform.platform(), "processor": platform.machine(), "cpus": os.cpu_count()},
+        "torch_threads": torch.get_num_threads(),
+    }
