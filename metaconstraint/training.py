@@ -138,7 +138,7 @@ class Trainer:
                 "algorithm": self.run.algorithm,
                 "dataset": self.dataset_id,
                 "iteration": iteration,
-                "state": member(state, k),
+                "state": member(state, k, copy=True),
                 "sampler": generator_states[k],
                 "metrics_records": len(logs[k].records),
                 "timing": dict(timing),

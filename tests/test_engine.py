@@ -104,8 +104,8 @@ def test_adam_differentiable_path_equals_fused_path_and_is_finite_at_zero_gradie
     state = opt.init(params)
     grads = {k: torch.randn_like(v) for k, v in params.items()}
     grads["dead"] = torch.zeros_like(params["dead"])
-    with torch.no_grad():
-        fused, _ = opt.step(grads, state, params)
+    with torch.no_grad():  # the real step donates its buffers: give it copies
+        fused, _ = opt.step(grads, clone_tree(state), clone_tree(params))
     leaf = {k: v.clone().requires_grad_() for k, v in params.items()}
     diff, _ = opt.step(grads, state, leaf)
     for k in params:
@@ -141,7 +141,7 @@ def outer_value_at(problem, params, opt_state, rho: float, batch, frozen):
     loss = inner_objective(leaf, {"alpha": alpha}, batch, frozen)
     grads = dict(zip(leaf, torch.autograd.grad(loss, list(leaf.values()))))
     with torch.no_grad():
-        updated, _ = problem.optimizer.step(grads, opt_state, params)
+        updated, _ = problem.optimizer.step(grads, clone_tree(opt_state), clone_tree(params))
         ctx = type("Ctx", (), {"params": params, "updated_params": updated, "batch": batch})
         return outer_fit(ctx) + 3.0 * outer_change(ctx)
 
@@ -186,6 +186,14 @@ def test_meta_gradient_matches_central_finite_differences(optimizer):
     assert abs(numeric) > 1e-6  # the check is not vacuous
 
 
+def clone_tree(tree):
+    if isinstance(tree, torch.Tensor):
+        return tree.clone()
+    if isinstance(tree, dict):
+        return {k: clone_tree(v) for k, v in tree.items()}
+    return tree
+
+
 def _stack_state(state):
     return {k: (v if isinstance(v, int) else {n: t.unsqueeze(0) for n, t in v.items()}) for k, v in state.items()}
 
@@ -227,7 +235,7 @@ def test_members_equal_a_loop_over_members():
     opt_state = optimizer.init(params)
     meta_state = stacked_problem.meta_parameters.init(members, dtype=DTYPE)
     singles = [
-        (member(params, i), optimizer.init(member(params, i)), single_problem.meta_parameters.init(1, dtype=DTYPE))
+        (clone_tree(member(params, i)), optimizer.init(member(params, i)), single_problem.meta_parameters.init(1, dtype=DTYPE))
         for i in range(members)
     ]
     singles = [({k: v.unsqueeze(0) for k, v in p.items()}, _stack_state(o), m) for p, o, m in singles]

@@ -45,6 +45,6 @@ def stack_members(trees: list[Any]) -> Any:
     return tree_map(lambda *leaves: torch.stack(leaves), trees[0], *trees[1:])
 
 
-def member(tree: Any, index: int) -> Any:
-    """The ``index``-th member's slice of a stacked tree."""
-    return tree_map(lambda t: t[index] if isinstance(t, Tensor) else t, tree)
+def member(tree: Any, index: int, copy: bool = False) -> Any:
+    """The ``index``-th member's slice of a stacked tree (views unless ``copy``)."""
+    return tree_map(lambda t: (t[index].clone() if copy else t[index]) if isinstance(t, Tensor) else t, tree)

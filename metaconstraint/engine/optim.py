@@ -5,9 +5,12 @@ An optimizer is a pair of pure functions (as in optax / TorchOpt)::
     state = opt.init(params)
     new_params, new_state = opt.step(grads, state, params)
 
-``params``/``grads`` are ``dict[str, Tensor]``. Nothing is mutated, so the same ``step`` serves the
-real update (under ``torch.no_grad``) and the *virtual* step of a bilevel update, where the new
-parameters must stay a differentiable function of the gradients (and so of the meta-parameters).
+``params``/``grads`` are ``dict[str, Tensor]``. The same ``step`` serves the *virtual* step of a
+bilevel update, where nothing is mutated and the new parameters stay a differentiable function of
+the gradients (and so of the meta-parameters), and the real update. In the real update (no input
+requires grad) ``step`` *donates* the buffers of ``params`` and ``state``, as JAX does: it updates
+them in place with PyTorch's fused kernels and returns them, so the caller must keep no reference
+to the old values. (Fresh allocations of the full parameter set cost 5x the update itself on CPU.)
 The step count lives in the state as a Python int: bias corrections are host floats, never a
 device sync.
 """
@@ -80,8 +83,8 @@ def adam(lr: float, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8
         \theta_{t+1} = \theta_t - \frac{\eta}{1-\beta_1^t}\,
             \frac{m_t}{\sqrt{v_t}/\sqrt{1-\beta_2^t} + \epsilon}
 
-    When any input requires grad (a virtual step), the update is written with a NaN-safe square
-    root; otherwise it uses fused ``torch._foreach_*`` kernels.
+    When any input requires grad (a virtual step), the update is written out of place with a
+    NaN-safe square root; otherwise it runs in place in ``torch._fused_adam_`` (donated buffers).
     """
     beta1, beta2 = betas
     default_lr = lr
@@ -112,17 +115,21 @@ def adam(lr: float, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8
                 for pi, mi, vi in zip(p_old, m, v)
             ]
         else:
-            m = torch._foreach_lerp(m_old, g, 1.0 - beta1)
-            v = torch._foreach_mul(v_old, beta2)
-            torch._foreach_addcmul_(v, g, g, value=1.0 - beta2)
-            denom = torch._foreach_sqrt(v)
-            torch._foreach_div_(denom, bias2_sqrt)
-            torch._foreach_add_(denom, eps)
-            p = torch._foreach_addcdiv(p_old, m, denom, value=-step_size)
+            m, v, p = m_old, v_old, p_old
+            _fused_adam_in_place(p, g, m, v, t, eta, beta1, beta2, eps)
         new_state = {"count": t, "exp_avg": dict(zip(keys, m)), "exp_avg_sq": dict(zip(keys, v))}
         return dict(zip(keys, p)), new_state
 
     return Optimizer(init=init, step=step, lr=lr)
+
+
+def _fused_adam_in_place(params, grads, exp_avg, exp_avg_sq, count, lr, beta1, beta2, eps) -> None:
+    """``torch.optim.Adam(fused=True)``'s kernel on lists of tensors, step ``count`` (1-based)."""
+    steps = [torch.full((), float(count), device=params[0].device)] * len(params)
+    torch._fused_adam_(
+        params, grads, exp_avg, exp_avg_sq, [], steps,
+        lr=lr, beta1=beta1, beta2=beta2, weight_decay=0.0, eps=eps, amsgrad=False, maximize=False,
+    )
 
 
 def detach_tree(tree: Any) -> Any:
