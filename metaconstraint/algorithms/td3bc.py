@@ -139,7 +139,7 @@ class TD3BC(Algorithm):
 
     def update(self, state, sampler, iteration):
         batch = sampler.sample()
-        noise = sampler.normal(self.batch_size, self.spec.action_dim)
+        noise = sampler.normal(*batch["actions"].shape[1:])
         metrics = self.update_critic(state, batch, noise)
         if iteration % self.config.policy_freq == 0:
             metrics.update(self.update_actor(state, batch, iteration))

@@ -1,0 +1,87 @@
+"""The command line, end to end: run folders, the offline message, pen-human from a local root."""
+
+import json
+import time
+
+import pytest
+from typer.testing import CliRunner
+
+from metaconstraint.cli import app
+
+runner = CliRunner()
+TINY = ["--steps", "60", "--eval-every", "30", "--eval-episodes", "1"]
+
+
+def invoke(args, env=None):
+    return runner.invoke(app, args, env=env, catch_exceptions=False)
+
+
+@pytest.mark.parametrize("algorithm", ["aspc", "td3bc"])
+def test_run_on_real_door_human_writes_scores(tmp_path, algorithm):
+    result = invoke(["run", algorithm, "--dataset", "D4RL/door/human-v2", *TINY, "--out", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    folder = tmp_path / algorithm / "D4RL__door__human-v2" / "seed0"
+    summary = json.loads((folder / "summary.json").read_text())
+    assert summary["steps"] == 60 and [s["step"] for s in summary["scores"]] == [30, 60]
+    assert summary["dataset"] == "D4RL/door/human-v2"
+    assert ("final_alpha" in summary) == (algorithm == "aspc")
+    config = (folder / "config.toml").read_text()
+    assert 'dataset = "D4RL/door/human-v2"' in config
+    if algorithm == "aspc":
+        assert 'outer_losses = [\n    "l1",\n    "l2",\n    "l3",\n]' in config or "outer_losses" in config
+
+
+def test_pen_human_offline_gives_a_clear_message_and_fails(tmp_path, monkeypatch):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    env = {"MINARI_DATASETS_PATH": str(empty), "METACONSTRAINT_HOME": str(tmp_path / "home"), "METACONSTRAINT_OFFLINE": "1"}
+    start = time.perf_counter()
+    result = runner.invoke(app, ["run", "aspc", "--dataset", "pen-human", "--out", str(tmp_path / "runs")], env=env)
+    assert time.perf_counter() - start < 10
+    assert result.exit_code != 0
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+    message = " ".join(result.output.split())
+    assert "D4RL/pen/human-v2" in message and "MINARI_DATASETS_PATH" in message
+    assert "Traceback" not in result.output
+    assert not (tmp_path / "runs").exists()
+
+
+def test_pen_human_trains_from_a_local_root(tmp_path, pen_human_root):
+    env = {"MINARI_DATASETS_PATH": str(pen_human_root), "METACONSTRAINT_OFFLINE": "1"}
+    result = runner.invoke(app, ["run", "aspc", "--dataset", "pen-human", *TINY, "--out", str(tmp_path)], env=env)
+    assert result.exit_code == 0, result.output
+    summary = json.loads((tmp_path / "aspc" / "D4RL__pen__human-v2" / "seed0" / "summary.json").read_text())
+    assert summary["dataset"] == "D4RL/pen/human-v2" and len(summary["scores"]) == 2
+
+
+def test_flags_override_the_config_file(tmp_path):
+    config = tmp_path / "c.yaml"
+    config.write_text("dataset: dapg/pen/expert-v0\nsteps: 40\neval_every: 40\neval_episodes: 1\nalpha_lr: 0.01\n")
+    result = invoke(["run", "aspc", "--config", str(config), "--steps", "20", "--eval-every", "20", "--out", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    folder = tmp_path / "aspc" / "dapg__pen__expert-v0" / "seed0"
+    assert json.loads((folder / "summary.json").read_text())["steps"] == 20
+    assert "alpha_lr = 0.01" in (folder / "config.toml").read_text()
+
+
+@pytest.mark.parametrize(
+    "args, expected",
+    [
+        (["run", "aspz", "--dataset", "pen-human"], "did you mean aspc"),
+        (["run", "aspc", "--dataset", "pen-humen"], "pen-human"),
+        (["run", "aspc", "--dataset", "dapg/pen/expert-v0", "--steps", "0"], "steps"),
+        (["run", "aspc", "--dataset", "dapg/pen/expert-v0", "--outer-loss", "l9"], "unknown outer loss"),
+        (["run", "aspc", "--dataset", "dapg/pen/expert-v0", "--device", "cuda:7"], "cuda"),
+    ],
+)
+def test_bad_input_gets_a_clear_message(tmp_path, args, expected):
+    result = runner.invoke(app, [*args, "--out", str(tmp_path)])
+    assert result.exit_code == 2, result.output
+    assert expected.lower() in " ".join(result.output.split()).lower()
+    assert "Traceback" not in result.output
+
+
+def test_datasets_list_shows_short_names_and_local_sets():
+    result = invoke(["datasets", "list"])
+    assert result.exit_code == 0
+    assert "pen-human" in result.output and "D4RL/door/human-v2" in result.output
