@@ -35,6 +35,20 @@ from metaconstraint.runs import (
 from metaconstraint.config import algorithm_class
 
 
+class RunLogger:
+    """A sink for a run's records beside metrics.jsonl/csv (TensorBoard, W&B, MLflow, ...).
+
+    ``start`` gets the resolved config and the seed folders; ``log`` one record per seed (the rows
+    written to metrics.jsonl, ``step`` included); ``finish`` the summaries.
+    """
+
+    def start(self, config: dict[str, Any], seeds: list[int], directories: list[Path]) -> None: ...
+
+    def log(self, rows: list[dict[str, Any]]) -> None: ...
+
+    def finish(self, summaries: list[dict[str, Any]]) -> None: ...
+
+
 class TrainingDiverged(RuntimeError):
     """Training produced a non-finite value; the message names the quantity and the step."""
 
@@ -85,8 +99,15 @@ class Accumulator:
 class Trainer:
     """Trains one algorithm on one dataset for ``seeds`` members; ``fit()`` returns the summaries."""
 
-    def __init__(self, run: RunConfig, algorithm_config: AlgorithmConfig, progress: Callable | None = None):
+    def __init__(
+        self,
+        run: RunConfig,
+        algorithm_config: AlgorithmConfig,
+        progress: Callable | None = None,
+        loggers: list[RunLogger] | None = None,
+    ):
         self.run = run
+        self.loggers = list(loggers or [])
         self.algorithm_config = algorithm_config
         self.device = resolve_device(run.device)
         self.seeds = [run.seed + i for i in range(run.seeds)]
@@ -212,6 +233,8 @@ class Trainer:
         train_clock = time.perf_counter()
         if self.progress:
             self.progress(start, None, None)
+        for logger in self.loggers:
+            logger.start(resolved_config(run, self.algorithm_config), self.seeds, self.directories)
         for iteration in range(start + 1, run.steps + 1):
             state, metrics = algorithm.update(state, sampler, iteration)
             accumulator.add(metrics)
@@ -245,6 +268,8 @@ class Trainer:
             for log, row in zip(logs, rows):
                 log.append([row])
                 log.flush()
+            for logger in self.loggers:
+                logger.log(rows)
             if iteration % checkpoint_every == 0 or iteration == run.steps:
                 self._checkpoint(iteration, state, sampler, logs, timing)
             if self.progress:
@@ -254,6 +279,8 @@ class Trainer:
         summaries = [self._summary(k, scores[k], state, timing) for k in range(len(self.seeds))]
         for directory, summary in zip(self.directories, summaries):
             atomic_write_json(directory / "summary.json", summary)
+        for logger in self.loggers:
+            logger.finish(summaries)
         self.state = state
         return summaries
 
