@@ -169,6 +169,12 @@ def datasets_list() -> None:
     console.print("searched: " + ", ".join(str(p) for p in dataset_roots()))
 
 
+from metaconstraint import grid_cli  # noqa: E402  (its commands import this module's console lazily)
+
+app.command("compare")(grid_cli.compare)
+app.command("report")(grid_cli.report)
+
+
 def main() -> None:  # pragma: no cover
     app()
 

@@ -202,7 +202,8 @@ def aggregate(
     pooled = np.concatenate([s for a in algorithms for s in strata[a]]) if algorithms else np.zeros(0)
     low = min(0.0, float(pooled.min())) if pooled.size else 0.0
     high = max(100.0, float(pooled.max())) if pooled.size else 100.0
-    taus = np.linspace(low, high, num_taus)
+    margin = 0.02 * (high - low)  # start below every score, so each profile starts at 1
+    taus = np.linspace(low - margin, high + margin, num_taus)
     intervals = {
         a: {name: interval_estimate(strata[a], fn, reps, seed, confidence) for name, fn in STATISTICS.items()}
         for a in algorithms

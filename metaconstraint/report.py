@@ -1,0 +1,607 @@
+"""Results of saved runs: the score table (rich, Markdown, CSV), aggregates and PNG plots.
+
+Everything is rebuilt from run folders: every ``summary.json`` below a folder, each run's
+``metrics.jsonl`` for the curves, and ``grid.json`` files for cells that failed. The final score
+of a run is its summary's ``final_score`` (under the summary's ``final_score_rule``) or, when a rule
+is asked for, recomputed from the summary's ``scores`` with that rule.
+
+Table cells are the mean +- sample standard deviation (ddof = 1) over seeds of the final
+D4RL-normalised scores. The average row is the mean over datasets of the per-dataset means; its
+spread is the standard deviation over seeds of each seed's average over datasets (seeds present in
+every dataset), and it is left empty for an algorithm missing a dataset.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+import shlex
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Iterable
+
+import numpy as np
+
+from metaconstraint import stats
+from metaconstraint.grid import short_error
+
+RESULTS_MD = "results.md"
+RESULTS_CSV = "results.csv"
+RUNS_CSV = "runs.csv"
+PLOTS = {
+    "curves": "learning_curves.png",
+    "alpha": "alpha.png",
+    "aggregates": "aggregates.png",
+    "profiles": "performance_profiles.png",
+    "improvement": "improvement.png",
+}
+
+
+# ----------------------------------------------------------------------------- runs
+@dataclass
+class RunResult:
+    """One run (one seed of one algorithm on one dataset), finished or failed."""
+
+    algorithm: str  # label: the algorithm, with the run folder's tag in parentheses if it has one
+    dataset: str
+    seed: int
+    status: str  # "done" or "failed"
+    final_score: float | None = None
+    rule: str | None = None  # e.g. "last" or "mean_last_k (k=5)"
+    final_alpha: float | None = None
+    directory: Path | None = None
+    error: str | None = None
+    steps: int | None = None
+
+
+def describe_rule(rule: str, k: int | None = None) -> str:
+    return f"mean_last_k (k={k})" if rule == "mean_last_k" else rule
+
+
+RULE_TEXT = {
+    "last": "the mean over the final evaluation's episodes",
+    "mean_last_k": "the mean of the last k evaluations (each the mean over its episodes)",
+}
+
+
+def _label(summary: dict[str, Any], directory: Path) -> str:
+    prefix = f"seed{summary.get('seed')}-"
+    tag = directory.name[len(prefix) :] if directory.name.startswith(prefix) else None
+    return f"{summary['algorithm']} ({tag})" if tag else summary["algorithm"]
+
+
+def load_run(directory: Path, rule: str | None = None, k: int = 5) -> RunResult:
+    """A run folder's result; with ``rule`` its final score is recomputed from the saved ``scores``."""
+    from metaconstraint.runs import read_json
+    from metaconstraint.training import final_score
+
+    directory = Path(directory)
+    summary = read_json(directory / "summary.json")
+    if rule is None:
+        score = summary["final_score"]
+        used = describe_rule(summary.get("final_score_rule", "last"), summary.get("final_score_k"))
+    else:
+        values = [s["score"] for s in summary.get("scores", [])]
+        score = final_score(values, rule, k) if values else float("nan")
+        used = describe_rule(rule, k)
+    return RunResult(
+        algorithm=_label(summary, directory),
+        dataset=summary["dataset"],
+        seed=int(summary["seed"]),
+        status="done",
+        final_score=float(score),
+        rule=used,
+        final_alpha=summary.get("final_alpha"),
+        directory=directory,
+        steps=summary.get("steps"),
+    )
+
+
+def collect_runs(folder: Path, rule: str | None = None, k: int = 5) -> list[RunResult]:
+    """Every run below ``folder`` (``summary.json`` files), plus failed cells recorded in ``grid.json``."""
+    from metaconstraint.grid import GRID_FILE
+    from metaconstraint.runs import read_json
+
+    folder = Path(folder)
+    runs = [load_run(path.parent, rule, k) for path in sorted(folder.rglob("summary.json"))]
+    finished = {(r.algorithm, r.dataset, r.seed) for r in runs}
+    for grid_file in sorted(folder.rglob(GRID_FILE)):
+        try:
+            cells = read_json(grid_file).get("cells", [])
+        except ValueError:
+            continue
+        for cell in cells:
+            key = (cell["algorithm"], cell["dataset"], cell["seed"])
+            if cell.get("status") == "failed" and key not in finished:
+                runs.append(_failed(cell))
+                finished.add(key)
+    return runs
+
+
+def _failed(cell: dict[str, Any]) -> RunResult:
+    directory = cell.get("run_dir")
+    return RunResult(
+        algorithm=cell["algorithm"],
+        dataset=cell["dataset"],
+        seed=int(cell["seed"]),
+        status="failed",
+        error=cell.get("error"),
+        directory=Path(directory) if directory else None,
+    )
+
+
+def _metrics(directory: Path | None) -> list[dict[str, Any]]:
+    from metaconstraint.runs import MetricsLog
+
+    return MetricsLog.read(directory) if directory is not None else []
+
+
+# ----------------------------------------------------------------------------- the table
+@dataclass
+class CellStats:
+    scores: list[float] = field(default_factory=list)
+    seeds: list[int] = field(default_factory=list)
+    failed: int = 0
+
+    @property
+    def n(self) -> int:
+        return len(self.scores)
+
+    @property
+    def mean(self) -> float | None:
+        return float(np.mean(self.scores)) if self.scores else None
+
+    @property
+    def std(self) -> float | None:
+        return float(np.std(self.scores, ddof=1)) if self.n > 1 else None
+
+
+@dataclass
+class ScoreTable:
+    algorithms: list[str]
+    datasets: list[str]
+    cells: dict[tuple[str, str], CellStats]
+    average: dict[str, tuple[float | None, float | None, int]]  # algorithm -> (mean, std, seeds used)
+    rule: str
+    failures: list[RunResult]
+    steps: list[int]  # the iteration budgets of the finished runs
+    averaged: list[str]  # the datasets the average row covers (every algorithm has runs there)
+
+    @property
+    def average_label(self) -> str:
+        if len(self.averaged) == len(self.datasets):
+            return "average"
+        return f"average ({len(self.averaged)} of {len(self.datasets)} datasets)"
+
+    def best(self, row: str) -> set[str]:
+        means = {a: self.row_value(row, a)[0] for a in self.algorithms}
+        means = {a: m for a, m in means.items() if m is not None and math.isfinite(m)}
+        if not means:
+            return set()
+        top = max(means.values())
+        return {a for a, m in means.items() if m == top}
+
+    def row_value(self, row: str, algorithm: str) -> tuple[float | None, float | None]:
+        if row == "average":
+            mean, std, _ = self.average[algorithm]
+            return mean, std
+        cell = self.cells[(row, algorithm)]
+        return cell.mean, cell.std
+
+    def scores(self) -> dict[str, dict[str, list[float]]]:
+        """``algorithm -> dataset -> final scores``, for :func:`metaconstraint.stats.aggregate`."""
+        return {a: {d: list(self.cells[(d, a)].scores) for d in self.datasets} for a in self.algorithms}
+
+
+def _ordered(values: Iterable[str], preferred: list[str] | None) -> list[str]:
+    seen = list(dict.fromkeys(values))
+    first = [v for v in (preferred or []) if v in seen]
+    return first + sorted(v for v in seen if v not in first)
+
+
+def score_table(
+    runs: list[RunResult], algorithms: list[str] | None = None, datasets: list[str] | None = None
+) -> ScoreTable:
+    """Per-cell scores and the average row; ``algorithms``/``datasets`` fix the order (aspc first by default)."""
+    algorithms = _ordered((r.algorithm for r in runs), algorithms or ["aspc"])
+    datasets = _ordered((r.dataset for r in runs), datasets)
+    cells = {(d, a): CellStats() for d in datasets for a in algorithms}
+    for run in runs:
+        cell = cells[(run.dataset, run.algorithm)]
+        if run.status == "done" and run.final_score is not None and math.isfinite(run.final_score):
+            cell.scores.append(run.final_score)
+            cell.seeds.append(run.seed)
+        else:
+            cell.failed += 1
+    # The average runs over the datasets where every algorithm has a run, so columns stay comparable.
+    complete = [d for d in datasets if all(cells[(d, a)].n for a in algorithms)]
+    average = {}
+    for a in algorithms:
+        row = [cells[(d, a)] for d in complete]
+        if not row:
+            average[a] = (None, None, 0)
+            continue
+        mean = float(np.mean([c.mean for c in row]))
+        common = sorted(set.intersection(*(set(c.seeds) for c in row)))
+        per_seed = [np.mean([c.scores[c.seeds.index(s)] for c in row]) for s in common]
+        std = float(np.std(per_seed, ddof=1)) if len(per_seed) > 1 else None
+        average[a] = (mean, std, len(common))
+    rules = sorted({r.rule for r in runs if r.status == "done" and r.rule})
+    rule = rules[0] if len(rules) == 1 else ("mixed: " + ", ".join(rules) if rules else "-")
+    failures = [r for r in runs if r.status != "done"]
+    steps = sorted({r.steps for r in runs if r.status == "done" and r.steps is not None})
+    return ScoreTable(algorithms, datasets, cells, average, rule, failures, steps, complete)
+
+
+def _cell_text(table: ScoreTable, row: str, algorithm: str) -> str:
+    mean, std = table.row_value(row, algorithm)
+    if row != "average":
+        cell = table.cells[(row, algorithm)]
+        if cell.n == 0:
+            return "failed" if cell.failed else ""
+    if mean is None:
+        return "—"
+    text = f"{mean:.1f} ± {std:.1f}" if std is not None else f"{mean:.1f}"
+    if row != "average":
+        cell = table.cells[(row, algorithm)]
+        notes = [f"n={cell.n}"] if cell.n < max(table_seeds(table), 1) or cell.n == 1 else []
+        if cell.failed:
+            notes.append(f"{cell.failed} failed")
+        if notes:
+            text += f" ({', '.join(notes)})"
+    return text
+
+
+def table_seeds(table: ScoreTable) -> int:
+    """The largest number of runs (finished or failed) of any cell: what a complete cell holds."""
+    return max((c.n + c.failed for c in table.cells.values()), default=0)
+
+
+def rich_table(table: ScoreTable, title: str = "final D4RL-normalised score"):
+    from rich.table import Table
+
+    view = Table(title=f"{title} (mean ± std over seeds; final score: {table.rule})")
+    view.add_column("dataset")
+    for a in table.algorithms:
+        view.add_column(a, justify="right")
+    for row in [*table.datasets, "average"]:
+        best = table.best(row)
+        texts = []
+        for a in table.algorithms:
+            text = _cell_text(table, row, a)
+            if text == "failed":
+                text = "[red]failed[/]"
+            elif a in best:
+                text = f"[bold green]{text}[/]"
+            texts.append(text)
+        view.add_row(f"[bold]{table.average_label}[/]" if row == "average" else row, *texts, end_section=row == table.datasets[-1])
+    return view
+
+
+def markdown_table(table: ScoreTable) -> str:
+    lines = ["| dataset | " + " | ".join(table.algorithms) + " |", "|---|" + "---:|" * len(table.algorithms)]
+    for row in [*table.datasets, "average"]:
+        best = table.best(row)
+        texts = []
+        for a in table.algorithms:
+            text = _cell_text(table, row, a)
+            texts.append(f"**{text}**" if a in best and text not in ("", "failed", "—") else text)
+        lines.append(f"| {f'**{table.average_label}**' if row == 'average' else row} | " + " | ".join(texts) + " |")
+    return "\n".join(lines)
+
+
+def _number(value: float | None) -> str:
+    return "" if value is None else f"{value:.4f}"
+
+
+def csv_table(table: ScoreTable) -> str:
+    """Wide CSV: one row per dataset plus ``average``; per algorithm its mean, std, runs and failures."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    header = ["dataset"]
+    for a in table.algorithms:
+        header += [f"{a} mean", f"{a} std", f"{a} runs", f"{a} failed"]
+    writer.writerow([*header, "final_score_rule"])
+    for row in [*table.datasets, "average"]:
+        values = [row]
+        for a in table.algorithms:
+            mean, std = table.row_value(row, a)
+            if row == "average":
+                runs, failed = table.average[a][2], sum(table.cells[(d, a)].failed for d in table.averaged)
+            else:
+                runs, failed = table.cells[(row, a)].n, table.cells[(row, a)].failed
+            values += [_number(mean), _number(std), runs, failed]
+        writer.writerow([table.average_label if row == "average" else row, *values[1:], table.rule])
+    return buffer.getvalue()
+
+
+def runs_csv(runs: list[RunResult]) -> str:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(["algorithm", "dataset", "seed", "status", "final_score", "final_score_rule", "final_alpha", "steps", "run_dir", "error"])
+    for r in sorted(runs, key=lambda r: (r.algorithm, r.dataset, r.seed)):
+        writer.writerow(
+            [r.algorithm, r.dataset, r.seed, r.status, _number(r.final_score), r.rule or "", _number(r.final_alpha),
+             r.steps if r.steps is not None else "", r.directory or "", r.error or ""]
+        )
+    return buffer.getvalue()
+
+
+def failure_lines(failures: list[RunResult]) -> list[str]:
+    """One line per algorithm, dataset and error: ``aspc nope/x-v0 seeds 0, 1: DatasetError: ...``."""
+    grouped: dict[tuple[str, str, str], list[int]] = defaultdict(list)
+    for f in failures:
+        grouped[(f.algorithm, f.dataset, short_error(f.error))].append(f.seed)
+    lines = []
+    for (algorithm, dataset, error), seeds in grouped.items():
+        which = f"seed {seeds[0]}" if len(seeds) == 1 else "seeds " + ", ".join(map(str, sorted(seeds)))
+        lines.append(f"{algorithm} {dataset} {which}: {error}")
+    return lines
+
+
+# ----------------------------------------------------------------------------- aggregates
+def rich_aggregates(result: stats.Aggregates):
+    from rich.table import Table
+
+    view = Table(title=_aggregates_caption(result))
+    for column in ("algorithm", "runs", "IQM [95% CI]", "mean [95% CI]"):
+        view.add_column(column, justify="left" if column == "algorithm" else "right")
+    if result.reference:
+        view.add_column(f"P({result.reference} > algorithm) [95% CI]", justify="right")
+    for a in result.algorithms:
+        row = [a, str(result.runs[a]), result.intervals[a]["IQM"].format(), result.intervals[a]["mean"].format()]
+        if result.reference:
+            row.append(result.improvement[a].format(2) if a in result.improvement else "—")
+        view.add_row(*row)
+    return view
+
+
+def _aggregates_caption(result: stats.Aggregates) -> str:
+    return (
+        f"aggregates over {len(result.datasets)} dataset(s) x seeds: {result.reps} stratified bootstrap "
+        f"samples, {100 * result.confidence:.0f}% percentile intervals"
+    )
+
+
+def markdown_aggregates(result: stats.Aggregates) -> str:
+    runs = ", ".join(f"{a} {result.runs[a]}" for a in result.algorithms)
+    lines = [
+        "## Aggregates across datasets x seeds",
+        "",
+        f"Runs pooled per algorithm: {runs}, over {len(result.datasets)} dataset(s). "
+        f"Intervals: {100 * result.confidence:.0f}% percentile intervals from {result.reps} stratified bootstrap "
+        f"samples (seeds resampled with replacement within each dataset; numpy seed {result.seed}). "
+        "IQM is the interquartile mean (`scipy.stats.trim_mean`, 25% cut at each end) of all runs pooled; "
+        "mean is the mean of all runs pooled.",
+    ]
+    if result.reference:
+        lines.append(
+            f"P({result.reference} > X) is the probability that a run of {result.reference} scores higher than a run "
+            "of X on the same dataset (ties count 1/2), averaged over the datasets both ran on; its bootstrap "
+            "resamples both algorithms' runs independently within each dataset."
+        )
+    header = "| algorithm | runs | IQM [95% CI] | mean [95% CI] |"
+    rule = "|---|---:|---:|---:|"
+    if result.reference:
+        header += f" P({result.reference} > algorithm) [95% CI] |"
+        rule += "---:|"
+    lines += ["", header, rule]
+    for a in result.algorithms:
+        row = f"| {a} | {result.runs[a]} | {result.intervals[a]['IQM'].format()} | {result.intervals[a]['mean'].format()} |"
+        if result.reference:
+            p = result.improvement.get(a)
+            count = result.improvement_datasets.get(a, 0)
+            row += f" {p.format(2)} ({count} dataset{'s' if count != 1 else ''}) |" if p else " — |"
+        lines.append(row)
+    return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------- plots
+def _figure(panels: int, width: float = 4.2, height: float = 3.2, columns: int = 3):
+    from matplotlib.figure import Figure
+
+    columns = max(1, min(columns, panels))
+    rows = math.ceil(panels / columns)
+    figure = Figure(figsize=(width * columns, height * rows), layout="constrained")
+    axes = figure.subplots(rows, columns, squeeze=False).reshape(-1)
+    for extra in axes[panels:]:
+        extra.set_visible(False)
+    return figure, axes[:panels]
+
+
+def _colors(algorithms: list[str]) -> dict[str, Any]:
+    from matplotlib import colormaps
+
+    palette = colormaps["tab10"]
+    return {a: palette(i % 10) for i, a in enumerate(algorithms)}
+
+
+def _curves(runs: list[RunResult], key: str) -> dict[tuple[str, str], tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """``(dataset, algorithm) -> (steps, mean, std)`` over seeds of metric ``key`` at each logged step."""
+    grouped: dict[tuple[str, str], dict[int, list[float]]] = defaultdict(lambda: defaultdict(list))
+    for run in runs:
+        if run.status != "done":
+            continue
+        for record in _metrics(run.directory):
+            if key in record and record[key] is not None:
+                grouped[(run.dataset, run.algorithm)][int(record["step"])].append(float(record[key]))
+    curves = {}
+    for cell, by_step in grouped.items():
+        steps = np.array(sorted(by_step))
+        curves[cell] = (
+            steps,
+            np.array([np.mean(by_step[s]) for s in steps]),
+            np.array([np.std(by_step[s]) for s in steps]),
+        )
+    return curves
+
+
+def plot_curves(table: ScoreTable, runs: list[RunResult], key: str, ylabel: str, path: Path, algorithms=None) -> Path | None:
+    """One panel per dataset: mean over seeds of ``key`` with a +-1 std band, one line per algorithm."""
+    curves = _curves([r for r in runs if algorithms is None or r.algorithm in algorithms], key)
+    if not curves:
+        return None
+    colors = _colors(table.algorithms)
+    datasets = [d for d in table.datasets if any(cell[0] == d for cell in curves)]
+    figure, axes = _figure(len(datasets))
+    for axis, dataset in zip(axes, datasets):
+        for algorithm in table.algorithms:
+            if (dataset, algorithm) not in curves:
+                continue
+            steps, mean, std = curves[(dataset, algorithm)]
+            axis.plot(steps, mean, color=colors[algorithm], label=algorithm, marker="o" if len(steps) < 15 else None, markersize=3)
+            axis.fill_between(steps, mean - std, mean + std, color=colors[algorithm], alpha=0.2, linewidth=0)
+        axis.set_title(dataset, fontsize=10)
+        axis.set_xlabel("iteration")
+        axis.set_ylabel(ylabel)
+        axis.grid(alpha=0.3)
+        axis.ticklabel_format(axis="y", useOffset=False)
+        axis.legend(fontsize=8)
+    figure.savefig(path, dpi=110)
+    return path
+
+
+def plot_aggregates(result: stats.Aggregates, path: Path) -> Path:
+    names = list(stats.STATISTICS)
+    figure, axes = _figure(len(names), width=4.0, height=0.6 + 0.45 * len(result.algorithms))
+    colors = _colors(result.algorithms)
+    for axis, name in zip(axes, names):
+        for row, a in enumerate(result.algorithms):
+            interval = result.intervals[a][name]
+            axis.barh(row, interval.high - interval.low, left=interval.low, height=0.6, color=colors[a], alpha=0.6)
+            axis.plot([interval.point, interval.point], [row - 0.3, row + 0.3], color="black", linewidth=1.5)
+        axis.set_yticks(range(len(result.algorithms)), result.algorithms)
+        axis.invert_yaxis()
+        axis.set_title(f"{name} ({100 * result.confidence:.0f}% CI)", fontsize=10)
+        axis.set_xlabel("normalised score")
+        axis.grid(axis="x", alpha=0.3)
+    figure.savefig(path, dpi=110)
+    return path
+
+
+def plot_profiles(result: stats.Aggregates, path: Path) -> Path:
+    figure, (axis,) = _figure(1, width=5.5, height=4.0)
+    colors = _colors(result.algorithms)
+    for a in result.algorithms:
+        profile, low, high = result.profiles[a]
+        axis.plot(result.taus, profile, color=colors[a], label=a)
+        axis.fill_between(result.taus, low, high, color=colors[a], alpha=0.2, linewidth=0)
+    axis.set_xlabel(r"normalised score $\tau$")
+    axis.set_ylabel(r"fraction of runs with score $> \tau$")
+    axis.set_title(f"performance profiles ({100 * result.confidence:.0f}% bands)", fontsize=10)
+    axis.grid(alpha=0.3)
+    axis.legend(fontsize=8)
+    figure.savefig(path, dpi=110)
+    return path
+
+
+def plot_improvement(result: stats.Aggregates, path: Path) -> Path | None:
+    others = [a for a in result.algorithms if a in result.improvement]
+    if not others:
+        return None
+    figure, (axis,) = _figure(1, width=5.0, height=0.8 + 0.45 * len(others))
+    for row, other in enumerate(others):
+        interval = result.improvement[other]
+        axis.barh(row, interval.high - interval.low, left=interval.low, height=0.6, color="tab:blue", alpha=0.5)
+        axis.plot([interval.point, interval.point], [row - 0.3, row + 0.3], color="black", linewidth=1.5)
+    axis.axvline(0.5, color="gray", linestyle="--", linewidth=1)
+    axis.set_yticks(range(len(others)), others)
+    axis.invert_yaxis()
+    axis.set_xlim(0, 1)
+    axis.set_xlabel(f"P({result.reference} > algorithm)")
+    axis.set_title(f"probability of improvement ({100 * result.confidence:.0f}% CI)", fontsize=10)
+    figure.savefig(path, dpi=110)
+    return path
+
+
+# ----------------------------------------------------------------------------- the whole report
+@dataclass
+class Report:
+    table: ScoreTable
+    aggregates: stats.Aggregates | None
+    files: dict[str, Path]
+
+
+def build_report(
+    runs: list[RunResult],
+    out: Path,
+    algorithms: list[str] | None = None,
+    datasets: list[str] | None = None,
+    reps: int = stats.DEFAULT_REPS,
+    seed: int = stats.DEFAULT_SEED,
+    reference: str = "aspc",
+    command: list[str] | None = None,
+    console=None,
+) -> Report:
+    """Write ``results.md``, ``results.csv``, ``runs.csv`` and the plots into ``out``; print the tables."""
+    from metaconstraint.runs import atomic_write_text
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    table = score_table(runs, algorithms, datasets)
+    scores = table.scores()
+    aggregates = stats.aggregate(scores, reference, reps, seed) if any(any(v) for v in scores.values()) else None
+
+    files = {"markdown": out / RESULTS_MD, "csv": out / RESULTS_CSV, "runs": out / RUNS_CSV}
+    plots = {
+        "curves": plot_curves(table, runs, "score", "normalised score", out / PLOTS["curves"]),
+        "alpha": plot_curves(
+            table, runs, "alpha", "alpha (learned constraint scale)", out / PLOTS["alpha"],
+            algorithms={r.algorithm for r in runs if r.final_alpha is not None},
+        ),
+    }
+    if aggregates is not None:
+        plots["aggregates"] = plot_aggregates(aggregates, out / PLOTS["aggregates"])
+        plots["profiles"] = plot_profiles(aggregates, out / PLOTS["profiles"])
+        plots["improvement"] = plot_improvement(aggregates, out / PLOTS["improvement"])
+    for name, path in plots.items():
+        if path is None:
+            (out / PLOTS[name]).unlink(missing_ok=True)  # a stale plot from an earlier report would mislead
+        else:
+            files[name] = path
+
+    atomic_write_text(files["markdown"], markdown_report(table, aggregates, files, out, command))
+    atomic_write_text(files["csv"], csv_table(table))
+    atomic_write_text(files["runs"], runs_csv(runs))
+    if console is not None:
+        console.print(rich_table(table))
+        for line in failure_lines(table.failures):
+            console.print(f"[red]failed[/] {line}", highlight=False)
+        if table.rule.startswith("mixed"):
+            console.print("[yellow]note[/] runs use different final-score rules; pass --final-score-rule to use one.")
+        if aggregates is not None:
+            console.print(rich_aggregates(aggregates))
+        console.print("wrote " + ", ".join(str(p) for p in files.values()), highlight=False)
+    return Report(table, aggregates, files)
+
+
+def markdown_report(table: ScoreTable, aggregates, files: dict[str, Path], out: Path, command: list[str] | None) -> str:
+    steps = table.steps
+    base_rule = table.rule.split(" ")[0]
+    lines = [
+        "# Results",
+        "",
+        f"Final D4RL-normalised score (x100), mean ± sample std (ddof=1) over seeds. Final score rule: "
+        f"`{table.rule}`" + (f" ({RULE_TEXT[base_rule]})." if base_rule in RULE_TEXT else "."),
+        "Average row: mean over datasets of the per-dataset means (over the datasets where every algorithm has "
+        "runs); ± the std over seeds of each seed's average over those datasets. Best per row in bold; `n=` marks "
+        "cells with fewer runs than the others.",
+    ]
+    if steps:
+        lines.append(f"Iterations per run: {', '.join(f'{s:,}' for s in steps)}.")
+    if command:
+        lines.append(f"Command: `{shlex.join(command)}`")
+    lines += [f"Generated {datetime.now(timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}.", "", markdown_table(table)]
+    if table.failures:
+        lines += ["", "Failed runs:", ""]
+        lines += [f"- {line}" for line in failure_lines(table.failures)]
+    if aggregates is not None:
+        lines += ["", markdown_aggregates(aggregates)]
+    pictures = [(name, files[name]) for name in PLOTS if name in files]
+    if pictures:
+        lines += ["", "## Plots", ""]
+        lines += [f"![{name}]({path.relative_to(out).as_posix()})" for name, path in pictures]
+    return "\n".join(lines) + "\n"
