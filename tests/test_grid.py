@@ -12,7 +12,7 @@ import pytest
 from typer.testing import CliRunner
 
 from metaconstraint.cli import app
-from metaconstraint.grid import available_cores, expand_grid
+from metaconstraint.grid import available_cores, expand_grid, run_grid
 from metaconstraint.report import RunResult, load_run, markdown_table, score_table
 
 runner = CliRunner()
@@ -104,6 +104,13 @@ def test_report_rebuilds_the_same_table(grid, tmp_path):
     assert table((tmp_path / "results.md").read_text()) == table((out / "results.md").read_text())
     for name in PLOTS:
         assert (tmp_path / name).exists()
+    # one run folder is a report of its own
+    single = out / "aspc" / "dapg__pen__expert-v0" / "seed1"
+    result = runner.invoke(app, ["report", str(single), "--out", str(tmp_path / "one")], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    final = json.loads((single / "summary.json").read_text())["final_score"]
+    assert read_csv(tmp_path / "one" / "results.csv")[PEN]["aspc runs"] == "1"
+    assert float(read_csv(tmp_path / "one" / "results.csv")[PEN]["aspc mean"]) == pytest.approx(final, abs=1e-4)
 
     # another final-score rule, recomputed from each summary's saved scores and recorded
     result = runner.invoke(
@@ -156,6 +163,16 @@ def test_expand_grid_gives_one_cell_per_algorithm_dataset_and_seed():
 
     with pytest.raises(ConfigError, match="outer_losses"):
         expand_grid(["td3bc"], ["a-v0"], 1, algorithm_options={"outer_losses": ["l1"]})
+
+
+def test_a_finished_run_is_skipped_without_workers_and_a_budget_change_is_noted(tmp_path):
+    cells = expand_grid(["td3bc"], [PEN], 1, run_options={"steps": 100, "out": str(tmp_path)})
+    folder = tmp_path / "td3bc" / "dapg__pen__expert-v0" / "seed0"
+    folder.mkdir(parents=True)
+    (folder / "summary.json").write_text(json.dumps({"algorithm": "td3bc", "dataset": PEN, "seed": 0, "steps": 50}))
+    (outcome,) = run_grid(cells, workers=1)
+    assert outcome.status == "skipped" and outcome.directory == folder
+    assert "50 iterations" in outcome.note and "asks for 100" in outcome.note
 
 
 def run(algorithm, dataset, seed, score=None):
