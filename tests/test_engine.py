@@ -269,3 +269,13 @@ def test_meta_parameter_schedule_and_softplus():
     assert F.softplus(torch.tensor(inverse_softplus(2.5))).item() == pytest.approx(2.5)
     with pytest.raises(ValueError):
         inverse_softplus(0.0)
+
+
+def test_stack_members_keeps_step_counters_and_rejects_disagreement():
+    opt = adam(1e-3)
+    trees = [opt.init(make_params(s)) for s in (0, 1)]
+    stacked = stack_members(trees)
+    assert stacked["count"] == 0 and stacked["exp_avg"]["w1"].shape == (2, 5, 8)
+    trees[1]["count"] = 3
+    with pytest.raises(ValueError, match="disagree"):
+        stack_members(trees)

@@ -41,8 +41,19 @@ def per_member(fn: Callable[..., Any], num_members: int) -> Callable[..., Any]:
 
 
 def stack_members(trees: list[Any]) -> Any:
-    """Stack per-member trees (same structure) into one tree with a leading member dimension."""
-    return tree_map(lambda *leaves: torch.stack(leaves), trees[0], *trees[1:])
+    """Stack per-member trees (same structure) into one tree with a leading member dimension.
+
+    Non-tensor leaves (step counters) must agree across members and are kept as they are.
+    """
+
+    def stack(*leaves: Any) -> Any:
+        if isinstance(leaves[0], Tensor):
+            return torch.stack(leaves)
+        if any(leaf != leaves[0] for leaf in leaves[1:]):
+            raise ValueError(f"members disagree on a non-tensor value: {leaves}")
+        return leaves[0]
+
+    return tree_map(stack, trees[0], *trees[1:])
 
 
 def member(tree: Any, index: int, copy: bool = False) -> Any:
