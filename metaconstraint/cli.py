@@ -26,10 +26,14 @@ errors = Console(stderr=True)
 
 EXIT_USAGE = 2
 EXIT_DIVERGED = 3
+EXIT_IO = 4  # a run folder cannot be written (full disk, permissions)
+EXIT_INTERRUPTED = 130  # 128 + SIGINT; SIGTERM exits 143
 
 
 def fail(message: str, code: int = EXIT_USAGE) -> None:
-    errors.print(f"[bold red]error:[/] {message}", highlight=False)
+    from rich.markup import escape
+
+    errors.print(f"[bold red]error:[/] {escape(message)}", highlight=False)
     raise typer.Exit(code)
 
 
@@ -45,17 +49,63 @@ def _progress_callback(progress: Progress, task, total: int):
     return update
 
 
-def _train(values: dict, resume: bool) -> None:
+def _train(values: dict, resume: bool, dry_run: bool = False) -> None:
+    try:
+        _train_or_check(values, resume, dry_run)
+    except KeyboardInterrupt:
+        fail("interrupted; no new checkpoint was written (an earlier one, if any, is intact).", EXIT_INTERRUPTED)
+
+
+def _print_dry_run(report: dict) -> None:
+    from metaconstraint.config import to_toml
+
+    info = report["info"]
+    console.print(
+        f"dry run: the configuration, the dataset {info.dataset_id} ({info.observation_dim}-d observations, "
+        f"{info.action_dim}-d actions, {info.total_steps:,} transitions, evaluated in {info.env_id}) and the "
+        f"output folder are valid; nothing was written.",
+        markup=False,
+        highlight=False,
+    )
+    for directory in report["directories"]:
+        console.print(f"run folder: {directory}", markup=False, highlight=False)
+    typer.echo(to_toml(report["config"]))
+
+
+def _train_or_check(values: dict, resume: bool, dry_run: bool) -> None:
     from metaconstraint.config import ConfigError, build_configs
     from metaconstraint.rl.data import DatasetError
-    from metaconstraint.training import DeviceError, Trainer, TrainingDiverged
+    from metaconstraint.runs import RunFolderError
+    from metaconstraint.training import (
+        DeviceError,
+        ResumeError,
+        Trainer,
+        TrainingDiverged,
+        TrainingInterrupted,
+        has_run,
+        validate_run,
+    )
+
+    def notify(message: str) -> None:
+        errors.print(message, markup=False, highlight=False)
 
     try:
         run, algorithm_config = build_configs(values, source="config file and flags")
+        if dry_run:
+            _print_dry_run(validate_run(run, algorithm_config))
+            return
         with console.status(f"loading {run.dataset}"):
-            trainer = Trainer(run, algorithm_config)
-    except (ConfigError, DatasetError, DeviceError) as error:
+            trainer = Trainer(run, algorithm_config, notify=notify)
+    except (ConfigError, DatasetError, DeviceError, ResumeError) as error:
         fail(str(error))
+    except RunFolderError as error:
+        fail(str(error), EXIT_IO)
+    existing = [d for d in trainer.directories if has_run(d)]
+    if existing and not resume:
+        fail(
+            f"{existing[0]} already holds a run (checkpoints or summary.json). Continue it with "
+            f"`metaconstraint resume {existing[0]}`, or choose another --out (or delete the folder)."
+        )
     progress = Progress(
         TextColumn(f"[bold]{run.algorithm}[/] {trainer.dataset_id}"),
         BarColumn(),
@@ -84,6 +134,20 @@ def _train(values: dict, resume: bool) -> None:
         except TrainingDiverged as error:
             progress.stop()
             fail(str(error), EXIT_DIVERGED)
+        except TrainingInterrupted as error:
+            progress.stop()
+            errors.print(
+                f"{error} Continue the run with:\n  metaconstraint resume {error.directories[0]}",
+                markup=False,
+                highlight=False,
+            )
+            raise typer.Exit(128 + error.signal_number)
+        except ResumeError as error:
+            progress.stop()
+            fail(str(error))
+        except RunFolderError as error:
+            progress.stop()
+            fail(str(error), EXIT_IO)
     _print_summaries(summaries, trainer.directories)
 
 
@@ -119,18 +183,18 @@ def run(
         None, "--outer-loss", help="Outer loss (repeatable): l1, l2, l2-ema, l3 or module:function, optionally =WEIGHT."
     ),
     alpha_lr_decay_steps: Optional[int] = typer.Option(None, help="ASPC: alpha lr decay horizon (default: --steps)."),
-    resume: Optional[Path] = typer.Option(None, help="Continue the run in this run folder."),
+    resume: Optional[Path] = typer.Option(
+        None, help="Continue the run in this run folder (seeds trained together resume together); other flags must match it."
+    ),
+    dry_run: bool = typer.Option(
+        False, "--dry-run", help="Check the config, the dataset and --out, print the resolved config; train and write nothing."
+    ),
 ) -> None:
     """Train ALGORITHM on a dataset and write a run folder per seed."""
     from metaconstraint.config import ConfigError, load_config_file
 
     values: dict = {}
     try:
-        if resume is not None:
-            if not (resume / "config.toml").exists():
-                fail(f"--resume {resume}: not a run folder (no config.toml there).")
-            values.update(load_config_file(resume / "config.toml"))
-            values.pop("seeds", None)
         if config is not None:
             values.update(load_config_file(config))
     except ConfigError as error:
@@ -149,9 +213,88 @@ def run(
         "alpha_lr_decay_steps": alpha_lr_decay_steps,
     }
     values.update({k: v for k, v in flags.items() if v is not None})
+    if resume is not None:
+        _train(_resume_values(resume, values), resume=True, dry_run=dry_run)
+        return
     if "dataset" not in values:
         fail("no dataset given: use --dataset NAME (e.g. pen-human, or a Minari id such as D4RL/door/human-v2).")
-    _train(values, resume=resume is not None)
+    _train(values, resume=False, dry_run=dry_run)
+
+
+def _resume_values(run_dir: Path, given: dict) -> dict:
+    """The saved run's config; ``given`` (flags and config-file keys) must agree with it, except
+    ``device``. Exits when the run had finished."""
+    from metaconstraint.config import ConfigError, build_configs, resolved_config
+    from metaconstraint.rl.data import DatasetError, resolve_dataset_id
+    from metaconstraint.training import ResumeError, plan_resume
+
+    try:
+        plan = plan_resume(run_dir)
+        saved = plan.values
+        algorithm = given.get("algorithm", saved["algorithm"])
+        if algorithm != saved["algorithm"]:
+            fail(
+                f"{run_dir} holds a {saved['algorithm']} run, not {algorithm}: a run resumes with its own algorithm "
+                f"(`metaconstraint resume {run_dir}`)."
+            )
+        if plan.finished:
+            console.print(f"{run_dir} has finished ({plan.iteration:,} iterations); its results are in summary.json.", markup=False)
+            raise typer.Exit(0)
+        changes = {k: v for k, v in given.items() if k not in ("device", "out")}
+        if "dataset" in changes:
+            changes["dataset"] = resolve_dataset_id(str(changes["dataset"]))
+        before = resolved_config(*build_configs(saved, source=f"{run_dir / 'config.toml'}"))
+        after = resolved_config(*build_configs({**saved, **changes}, source="config file and flags"))
+    except (ConfigError, DatasetError, ResumeError) as error:
+        fail(str(error))
+    differ = [f"{k} (saved {before.get(k)!r}, given {after.get(k)!r})" for k in sorted(set(before) | set(after)) if before.get(k) != after.get(k)]
+    if "out" in given and Path(given["out"]).resolve() != Path(saved["out"]).resolve():
+        differ.append(f"out (the run is in {saved['out']}, given {given['out']})")
+    if differ:
+        fail(
+            f"--resume continues {run_dir} exactly as it was configured, but these differ from its config.toml: "
+            f"{'; '.join(differ)}. Drop them (or start a new run in another --out)."
+        )
+    return {**saved, **({"device": given["device"]} if "device" in given else {})}
+
+
+@app.command("resume")
+def resume_command(
+    run_dir: Path = typer.Argument(..., help="A run folder: OUT/<algorithm>/<dataset>/seed<K>[-<tag>]."),
+    device: Optional[str] = typer.Option(None, help="cpu, cuda, cuda:N (default: the run's)."),
+) -> None:
+    """Continue an interrupted run in its own folder (short for `run ALGORITHM --resume RUN_DIR`)."""
+    _train(_resume_values(run_dir, {} if device is None else {"device": device}), resume=True)
+
+
+@app.command("evaluate")
+def evaluate_command(
+    run_dir: Path = typer.Argument(..., help="A run folder: OUT/<algorithm>/<dataset>/seed<K>[-<tag>]."),
+    episodes: Optional[int] = typer.Option(None, min=1, help="Episodes (default: the run's eval_episodes)."),
+    device: str = typer.Option("cpu", help="cpu, cuda, cuda:N."),
+    as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+) -> None:
+    """Score the newest checkpoint of a run folder again, on the run's seeded evaluation episodes."""
+    from metaconstraint.config import ConfigError
+    from metaconstraint.rl.data import DatasetError
+    from metaconstraint.training import DeviceError, ResumeError, evaluate_run
+
+    try:
+        with console.status(f"evaluating {run_dir}"):
+            result = evaluate_run(run_dir, episodes, device)
+    except (ConfigError, DatasetError, DeviceError, ResumeError) as error:
+        fail(str(error))
+    except KeyboardInterrupt:
+        fail("interrupted.", EXIT_INTERRUPTED)
+    if as_json:
+        typer.echo(json.dumps(result))
+        return
+    console.print(
+        f"{run_dir} at iteration {result['step']:,}: score {result['mean']:.1f} +- {result['std']:.1f} "
+        f"(D4RL-normalised, {result['episodes']} episodes, seed {result['seed']})",
+        markup=False,
+        highlight=False,
+    )
 
 
 @datasets_app.command("list")

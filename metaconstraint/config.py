@@ -6,19 +6,25 @@ hyperparameters (``alpha_lr``, ``outer_losses``, ...). Flags override the file.
 
 from __future__ import annotations
 
+import math
 import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
 import tomli_w
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from metaconstraint.algorithms import ALGORITHMS, AlgorithmConfig
 
 
 class ConfigError(ValueError):
     """A configuration that cannot be used; the message says what and where."""
+
+
+MAX_SEED = 2**32 - 1  # numpy's seed range
+MAX_MEMBERS = 1024
+MAX_EPISODES = 10_000
 
 
 class RunConfig(BaseModel):
@@ -29,10 +35,10 @@ class RunConfig(BaseModel):
     algorithm: str
     dataset: str
     steps: int = Field(1_000_000, gt=0, description="Training iterations (one critic update each).")
-    seed: int = Field(0, ge=0, description="First seed.")
-    seeds: int = Field(1, ge=1, description="Seeds seed..seed+seeds-1, trained as one vectorised computation.")
+    seed: int = Field(0, ge=0, le=MAX_SEED, description="First seed.")
+    seeds: int = Field(1, ge=1, le=MAX_MEMBERS, description="Seeds seed..seed+seeds-1, trained as one vectorised computation.")
     eval_every: int = Field(5000, gt=0)
-    eval_episodes: int = Field(10, gt=0)
+    eval_episodes: int = Field(10, gt=0, le=MAX_EPISODES)
     device: str = "cpu"
     out: Path = Path("runs")
     log_every: int = Field(1000, gt=0, description="Iterations between metric records (one host sync each).")
@@ -41,6 +47,16 @@ class RunConfig(BaseModel):
     final_score_rule: Literal["last", "mean_last_k"] = "last"
     final_score_k: int = Field(5, ge=1, description="k of mean_last_k.")
     tag: str | None = Field(None, pattern=r"^[A-Za-z0-9_.=+-]+$")
+    alpha_min: float = Field(1e-6, gt=0, description="Divergence guard: the run stops if the learned constraint scale falls below this.")
+    alpha_max: float = Field(1e4, gt=0, description="Divergence guard: the run stops if the learned constraint scale rises above this.")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "RunConfig":
+        if self.seed + self.seeds - 1 > MAX_SEED:
+            raise ValueError(f"the last seed, seed + seeds - 1 = {self.seed + self.seeds - 1}, exceeds {MAX_SEED}")
+        if self.alpha_min >= self.alpha_max:
+            raise ValueError(f"alpha_min ({self.alpha_min}) must be below alpha_max ({self.alpha_max})")
+        return self
 
 
 RUN_KEYS = set(RunConfig.model_fields)
@@ -53,6 +69,9 @@ def format_validation_error(error: ValidationError, source: str) -> str:
         message = item["msg"]
         if item["type"] == "extra_forbidden":
             message = "unknown key"
+        elif item["loc"] and "input" in item and not isinstance(item["input"], dict):
+            given = repr(item["input"])
+            message += f" (got {given[:60] + '...' if len(given) > 60 else given})"
         lines.append(f"  {where}: {message}")
     return "\n".join(lines)
 
@@ -61,9 +80,13 @@ def load_config_file(path: Path) -> dict[str, Any]:
     """Read a TOML or YAML file into a flat dict, with the line of a syntax error."""
     path = Path(path)
     try:
-        text = path.read_text()
+        text = path.read_text(encoding="utf-8")
     except OSError as error:
-        raise ConfigError(f"cannot read config file {path}: {error.strerror or error}") from None
+        raise ConfigError(f"cannot read config file {path}: {error.strerror or error}.") from None
+    except UnicodeDecodeError as error:
+        raise ConfigError(f"config file {path} is not UTF-8 text (byte {error.start}: {error.reason}).") from None
+    except ValueError as error:  # e.g. a NUL character in the path
+        raise ConfigError(f"cannot read config file {path!r}: {error}.") from None
     if path.suffix in (".yaml", ".yml"):
         try:
             data = yaml.safe_load(text) or {}
@@ -80,6 +103,9 @@ def load_config_file(path: Path) -> dict[str, Any]:
         raise ConfigError(f"config file {path}: use a .toml, .yaml or .yml file.")
     if not isinstance(data, dict):
         raise ConfigError(f"config file {path} must hold a table of keys, not {type(data).__name__}.")
+    bad_keys = [repr(key) for key in data if not isinstance(key, str)]
+    if bad_keys:
+        raise ConfigError(f"config file {path}: keys must be names, not {', '.join(bad_keys)}.")
     return data
 
 
@@ -93,8 +119,24 @@ def algorithm_class(name: str):
     return ALGORITHMS[name]
 
 
+def _non_finite(value: Any) -> bool:
+    if isinstance(value, float):
+        return not math.isfinite(value)
+    if isinstance(value, (list, tuple)):
+        return any(_non_finite(v) for v in value)
+    if isinstance(value, dict):
+        return any(_non_finite(v) for v in value.values())
+    return False
+
+
 def build_configs(values: dict[str, Any], source: str = "flags") -> tuple[RunConfig, AlgorithmConfig]:
     """Split flat ``values`` into the run config and the algorithm's config, validating both."""
+    bad_keys = [repr(key) for key in values if not isinstance(key, str)]
+    if bad_keys:
+        raise ConfigError(f"invalid configuration ({source}): keys must be names, not {', '.join(bad_keys)}.")
+    non_finite = [f"{key} = {values[key]!r}" for key in values if _non_finite(values[key])]
+    if non_finite:
+        raise ConfigError(f"invalid configuration ({source}): {', '.join(non_finite)}: values must be finite numbers.")
     if "algorithm" not in values:
         raise ConfigError("no algorithm given (e.g. `metaconstraint run aspc --dataset pen-human`).")
     cls = algorithm_class(str(values["algorithm"]))

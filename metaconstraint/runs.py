@@ -24,16 +24,32 @@ import torch
 CHECKPOINT_PREFIX = "step"
 
 
+class RunFolderError(RuntimeError):
+    """A run folder (or a file in it) cannot be written or read; the message says which and why."""
+
+
 def run_directory(out: Path, algorithm: str, dataset_id: str, seed: int, tag: str | None = None) -> Path:
     name = f"seed{seed}" + (f"-{tag}" if tag else "")
     return Path(out) / algorithm / dataset_id.replace("/", "__") / name
+
+
+def _create_temporary(path: Path) -> tuple[int, str]:
+    """A new ``.<name>.<random>.tmp`` beside ``path``, created with the umask's permissions (as a
+    plain ``open`` would; ``mkstemp`` would make it owner-only)."""
+    for _ in range(100):
+        tmp = path.parent / f".{path.name}.{os.urandom(6).hex()}.tmp"
+        try:
+            return os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666), str(tmp)
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"cannot create a temporary file beside {path}")
 
 
 def atomic_write(path: Path, write: Callable[[io.BufferedWriter], None]) -> None:
     """Write ``path`` through ``write(file)`` on a temporary sibling, then rename it into place."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = _create_temporary(path)
     try:
         with os.fdopen(fd, "wb") as handle:
             write(handle)
@@ -43,6 +59,31 @@ def atomic_write(path: Path, write: Callable[[io.BufferedWriter], None]) -> None
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def check_writable(directory: Path, what: str = "--out") -> None:
+    """Raise :class:`RunFolderError` unless ``directory`` can be created and written.
+
+    Probes the nearest existing ancestor by creating and removing an empty folder there, so nothing
+    is left behind when the check fails (or succeeds).
+    """
+    if "\x00" in str(directory):
+        raise RunFolderError(f"{what} {str(directory)!r} is not a usable path: it contains a NUL character.")
+    try:
+        target = Path(directory).expanduser().absolute()
+        probe = target
+        while not probe.exists() and probe != probe.parent:
+            probe = probe.parent
+        if not probe.is_dir():
+            raise RunFolderError(f"{what} {directory}: {probe} is a file, not a folder, so the run folder cannot be created.")
+        os.rmdir(tempfile.mkdtemp(dir=probe, prefix=".metaconstraint-probe-"))
+    except OSError as error:
+        raise RunFolderError(
+            f"{what} {directory}: cannot create the run folder there ({error.strerror or error}"
+            f"{': ' + error.filename if getattr(error, 'filename', None) else ''}). Choose a writable --out."
+        ) from None
+    except ValueError as error:  # e.g. an embedded NUL byte
+        raise RunFolderError(f"{what} {directory!r} is not a usable path ({error}).") from None
 
 
 def atomic_write_text(path: Path, text: str) -> None:
@@ -89,16 +130,44 @@ class MetricsLog:
 def checkpoint_paths(directory: Path) -> list[Path]:
     """Checkpoints of a run folder, oldest first."""
     folder = Path(directory) / "checkpoints"
-    return sorted(folder.glob(f"{CHECKPOINT_PREFIX}*.pt"), key=lambda p: int(p.stem[len(CHECKPOINT_PREFIX) :]))
+    paths = [p for p in folder.glob(f"{CHECKPOINT_PREFIX}*.pt") if p.stem[len(CHECKPOINT_PREFIX) :].isdigit()]
+    return sorted(paths, key=checkpoint_step)
 
 
-def save_checkpoint(directory: Path, step: int, payload: dict[str, Any], keep: int = 2) -> Path:
-    """Atomically write ``checkpoints/step<N>.pt`` and keep the newest ``keep``."""
-    path = Path(directory) / "checkpoints" / f"{CHECKPOINT_PREFIX}{step:08d}.pt"
+def checkpoint_step(path: Path) -> int:
+    """The iteration of ``checkpoints/step<N>.pt``."""
+    return int(Path(path).stem[len(CHECKPOINT_PREFIX) :])
+
+
+def checkpoint_path(directory: Path, step: int) -> Path:
+    return Path(directory) / "checkpoints" / f"{CHECKPOINT_PREFIX}{step:08d}.pt"
+
+
+def save_checkpoint(directory: Path, step: int, payload: dict[str, Any], keep: int | None = 2) -> Path:
+    """Atomically write ``checkpoints/step<N>.pt``; then keep the newest ``keep`` (``None``: keep all).
+
+    If the write fails (a full disk), the temporary file is removed and the checkpoints already
+    there are untouched.
+    """
+    path = checkpoint_path(directory, step)
     atomic_write(path, lambda handle: torch.save(payload, handle))
+    if keep is not None:
+        prune_checkpoints(directory, keep)
+    return path
+
+
+def prune_checkpoints(directory: Path, keep: int) -> None:
+    """Delete all but the newest ``keep`` checkpoints."""
     for old in checkpoint_paths(directory)[:-keep]:
         old.unlink(missing_ok=True)
-    return path
+
+
+def remove_temporary_files(directory: Path) -> None:
+    """Delete the ``.<name>.*.tmp`` leftovers of writes a crash interrupted."""
+    for folder in (Path(directory), Path(directory) / "checkpoints"):
+        if folder.is_dir():
+            for leftover in folder.glob(".*.tmp"):
+                leftover.unlink(missing_ok=True)
 
 
 def load_checkpoint(path: Path, device="cpu") -> dict[str, Any]:
