@@ -28,8 +28,9 @@ from metaconstraint.outer_losses import context_factory
 from metaconstraint.rl.networks import deterministic_actor, init_members, twin_critic
 
 
-class TD3BCConfig(AlgorithmConfig):
-    alpha: float = Field(2.5, gt=0, description="Q-term scale of the actor objective (fixed).")
+class TD3Config(AlgorithmConfig):
+    """The TD3 parts every TD3-backbone method (TD3+BC, ASPC, wPC, A2PR, ReBRAC) shares."""
+
     batch_size: int = Field(256, gt=0)
     discount: float = Field(0.99, gt=0, le=1)
     tau: float = Field(0.005, gt=0, le=1, description="Polyak rate of the target networks.")
@@ -44,15 +45,41 @@ class TD3BCConfig(AlgorithmConfig):
     normalize_states: bool = True
 
 
-def critic_loss(critic, actor, critic_params, target_critic, target_actor, batch, noise, config, max_action):
-    """One member's TD3 critic loss; ``noise`` is a standard normal ``(B, A)`` draw."""
-    with torch.no_grad():
-        smoothing = (noise * config.policy_noise).clamp(-config.noise_clip, config.noise_clip) * max_action
-        next_actions = (actor.apply(target_actor, batch["next_observations"]) + smoothing).clamp(-max_action, max_action)
-        target_q = critic.apply(target_critic, batch["next_observations"], next_actions).min(dim=-2).values
-        target = batch["rewards"] + config.discount * (1.0 - batch["terminals"]) * target_q
+class TD3BCConfig(TD3Config):
+    alpha: float = Field(2.5, gt=0, description="Q-term scale of the actor objective (fixed).")
+
+
+def smoothed_next_actions(actor, target_actor, next_observations, noise, config, max_action):
+    """``a~' = clip(pi_target(s') + clip(sigma * eps, -c, c) * a_max, +-a_max)``, ``(B, A)``;
+    ``noise`` is the standard normal draw ``eps`` ``(B, A)``."""
+    smoothing = (noise * config.policy_noise).clamp(-config.noise_clip, config.noise_clip) * max_action
+    return (actor.apply(target_actor, next_observations) + smoothing).clamp(-max_action, max_action)
+
+
+def td3_target(critic, target_critic, batch, next_actions, discount, next_penalty=None):
+    """``y = r + gamma (1 - d) (min_j Q_target_j(s', a~') - penalty)``, ``(B,)`` (penalty: ReBRAC's BC term)."""
+    target_q = critic.apply(target_critic, batch["next_observations"], next_actions).min(dim=-2).values
+    if next_penalty is not None:
+        target_q = target_q - next_penalty
+    return batch["rewards"] + discount * (1.0 - batch["terminals"]) * target_q
+
+
+def critic_loss(critic, critic_params, batch, target):
+    """One member's twin-critic loss ``sum_j mean_B (Q_j(s, a) - y)^2`` and ``mean Q``."""
     q = critic.apply(critic_params, batch["observations"], batch["actions"])
     return (q - target.unsqueeze(-2)).pow(2).mean(-1).sum(), q.mean()
+
+
+def gradient_step(member_loss, optimizer, params, opt_state, *inputs, num_members):
+    """One real optimizer step on ``sum_M member_loss(params, *inputs)``; ``member_loss`` returns
+    ``(loss, aux)`` for one member. Returns ``(params, opt_state, loss (M,), aux)``."""
+    leaf = {k: v.detach().requires_grad_() for k, v in params.items()}
+    with torch.enable_grad():
+        loss, aux = per_member(member_loss, num_members)(leaf, *inputs)
+        grads = torch.autograd.grad(loss.sum(), list(leaf.values()))
+    with torch.no_grad():
+        params, opt_state = optimizer.step(dict(zip(leaf, grads)), opt_state, params)
+    return params, opt_state, loss.detach(), detach_tree(aux)
 
 
 @register_algorithm
@@ -62,9 +89,9 @@ class TD3BC(Algorithm):
 
     def __init__(self, config, spec, num_members, device):
         super().__init__(config, spec, num_members, device)
-        self.actor = deterministic_actor(spec.observation_dim, spec.action_dim, spec.max_action)
+        self.actor = deterministic_actor(spec.observation_dim, spec.action_dim, spec.max_action, **self._actor_shape())
         self.critic = twin_critic(spec.observation_dim, spec.action_dim, **self._critic_shape())
-        self.objective = TD3BCObjective(self.actor, self.critic)
+        self.objective = self.build_objective()
         self.actor_optimizer = adam(config.actor_lr)
         self.critic_optimizer = adam(config.critic_lr)
         self.problem = BilevelProblem(
@@ -75,7 +102,14 @@ class TD3BC(Algorithm):
             make_context=context_factory(self.actor, self.critic, self.objective),
             num_members=num_members,
         )
-        self._critic_loss = per_member(self._member_critic_loss, num_members)
+        self._bootstrap = per_member(self._member_bootstrap, num_members)
+
+    # Hooks of the TD3-backbone methods (wPC, A2PR, ReBRAC override them).
+    def build_objective(self):
+        return TD3BCObjective(self.actor, self.critic)
+
+    def _actor_shape(self) -> dict[str, Any]:
+        return {"hidden": (256, 256)}
 
     def _critic_shape(self) -> dict[str, Any]:
         if self.config.critic == "classic":
@@ -103,28 +137,46 @@ class TD3BC(Algorithm):
             "outer": self.problem.init_outer_state(self.device),
         }
 
-    def _member_critic_loss(self, critic_params, target_critic, target_actor, batch, noise):
-        return critic_loss(
-            self.critic, self.actor, critic_params, target_critic, target_actor, batch, noise, self.config, self.spec.max_action
-        )
+    def next_penalty(self, batch, next_actions):
+        """What the critic target subtracts from ``min_j Q_target_j(s', a~')`` (TD3: nothing)."""
+        return None
 
-    def update_critic(self, state, batch, noise):
-        params = {k: v.detach().requires_grad_() for k, v in state["critic"].items()}
-        with torch.enable_grad():
-            loss, q_mean = self._critic_loss(params, state["target_critic"], state["target_actor"], batch, noise)
-            grads = torch.autograd.grad(loss.sum(), list(params.values()))
-        with torch.no_grad():
-            state["critic"], state["critic_opt"] = self.critic_optimizer.step(
-                dict(zip(params, grads)), state["critic_opt"], state["critic"]
-            )
-        return {"critic_loss": loss.detach(), "q_mean": q_mean.detach()}
+    def _member_bootstrap(self, target_critic, target_actor, batch, noise):
+        next_actions = smoothed_next_actions(
+            self.actor, target_actor, batch["next_observations"], noise, self.config, self.spec.max_action
+        )
+        target = td3_target(self.critic, target_critic, batch, next_actions, self.config.discount, self.next_penalty(batch, next_actions))
+        return {"target": target, "next_actions": next_actions}
+
+    @torch.no_grad()
+    def bootstrap(self, state, batch, noise) -> dict[str, Tensor]:
+        """The critic target ``y`` ``(M, B)`` and the smoothed next actions ``a~'`` ``(M, B, A)``."""
+        return self._bootstrap(state["target_critic"], state["target_actor"], batch, noise)
+
+    def _member_critic_loss(self, critic_params, batch, target):
+        return critic_loss(self.critic, critic_params, batch, target)
+
+    def update_critic(self, state, batch, target):
+        state["critic"], state["critic_opt"], loss, q_mean = gradient_step(
+            self._member_critic_loss, self.critic_optimizer, state["critic"], state["critic_opt"], batch, target,
+            num_members=self.num_members,
+        )
+        return {"critic_loss": loss, "q_mean": q_mean}
+
+    def update_auxiliary(self, state, batch, bootstrap, sampler) -> dict[str, Tensor]:
+        """Networks trained beside the critic every iteration (wPC's and A2PR's V, A2PR's VAE)."""
+        return {}
 
     def scale_values(self, state) -> dict[str, Tensor]:
         """The constraint scale the actor objective reads this iteration, ``{name: (M,)}``."""
         return {"alpha": torch.full((self.num_members,), self.config.alpha, device=self.device)}
 
+    def frozen_inputs(self, state) -> dict[str, Any]:
+        """What the actor objective reads besides the actor (``frozen`` of the inner objective)."""
+        return {"critic": state["critic"]}
+
     def update_actor(self, state, batch, iteration):
-        frozen = {"critic": state["critic"]}
+        frozen = self.frozen_inputs(state)
         state["actor"], state["actor_opt"], loss = inner_step(
             self.problem, state["actor"], state["actor_opt"], self.scale_values(state), batch, frozen
         )
@@ -140,7 +192,9 @@ class TD3BC(Algorithm):
     def update(self, state, sampler, iteration):
         batch = sampler.sample()
         noise = sampler.normal(*batch["actions"].shape[1:])
-        metrics = self.update_critic(state, batch, noise)
+        bootstrap = self.bootstrap(state, batch, noise)
+        metrics = self.update_critic(state, batch, bootstrap["target"])
+        metrics.update(self.update_auxiliary(state, batch, bootstrap, sampler))
         if iteration % self.config.policy_freq == 0:
             metrics.update(self.update_actor(state, batch, iteration))
             self.update_targets(state)
