@@ -117,6 +117,18 @@ def value_network(obs_dim: int, hidden=(256, 256)) -> Network:
     return Network(init, apply)
 
 
+def mlp(sizes: tuple[int, ...]) -> Network:
+    """A plain ReLU MLP with PyTorch's default initialisation: ``(..., B, sizes[0]) -> (..., B, sizes[-1])``."""
+
+    def init(generator):
+        return _init_layers(generator, tuple(sizes))
+
+    def apply(params, x):
+        return mlp_apply(params, x, len(sizes) - 1)
+
+    return Network(init, apply)
+
+
 def init_members(network: Network, seeds: list[int], device, salt: int = 0) -> Params:
     """Initial parameters of one network per seed, stacked ``(M, ...)`` on ``device``."""
     per_seed = [network.init(torch.Generator().manual_seed(seed * 1009 + salt)) for seed in seeds]
