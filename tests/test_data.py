@@ -326,25 +326,36 @@ def test_a_malformed_episode_is_named(monkeypatch, tmp_path, pen_human_root):
 
 
 @pytest.mark.filterwarnings("ignore::UserWarning")
-def test_dict_observations_are_refused_by_name(monkeypatch, tmp_path):
+def test_dict_observations_are_flattened_and_non_box_entries_refused(monkeypatch, tmp_path):
     import gymnasium as gym
     import minari
     from minari.data_collector import EpisodeBuffer
 
     monkeypatch.setenv("MINARI_DATASETS_PATH", str(tmp_path))
-    obs_space = gym.spaces.Dict({"position": gym.spaces.Box(-1, 1, (2,)), "goal": gym.spaces.Box(-1, 1, (2,))})
     act_space = gym.spaces.Box(-1, 1, (2,), dtype=np.float32)
-    observations = {k: np.zeros((4, 2), dtype=np.float32) for k in ("position", "goal")}
-    episode = EpisodeBuffer(
-        id=0,
-        observations=observations,
-        actions=np.zeros((3, 2), dtype=np.float32),
-        rewards=np.zeros(3),
-        terminations=np.array([False, False, True]),
-        truncations=np.zeros(3, dtype=bool),
-    )
-    minari.create_dataset_from_buffers(
-        "test/dict/tiny-v0", [episode], observation_space=obs_space, action_space=act_space
-    )
-    with pytest.raises(DatasetError, match="Dict observation space.*not supported yet"):
-        load_transitions(load_dataset("test/dict/tiny-v0", download=False))
+
+    def write(dataset_id, obs_space, observations):
+        episode = EpisodeBuffer(
+            id=0,
+            observations=observations,
+            actions=np.zeros((3, 2), dtype=np.float32),
+            rewards=np.zeros(3),
+            terminations=np.array([False, False, True]),
+            truncations=np.zeros(3, dtype=bool),
+        )
+        minari.create_dataset_from_buffers(dataset_id, [episode], observation_space=obs_space, action_space=act_space)
+        return load_dataset(dataset_id, download=False)
+
+    obs_space = gym.spaces.Dict({k: gym.spaces.Box(-9, 9, (n,)) for k, n in (("desired_goal", 2), ("observation", 3), ("achieved_goal", 2), ("extra", 1))})
+    observations = {k: np.full((4, obs_space[k].shape[0]), v, dtype=np.float32) for k, v in (("observation", 1), ("achieved_goal", 2), ("desired_goal", 3), ("extra", 4))}
+    observations["observation"][:, 0] = np.arange(4)
+    t = load_transitions(write("test/dict/tiny-v0", obs_space, observations))
+    # observation, achieved_goal, desired_goal, then the other keys sorted
+    np.testing.assert_array_equal(t.observations[0], [0, 1, 1, 2, 2, 3, 3, 4])
+    np.testing.assert_array_equal(t.next_observations[:, 0], [1, 2, 3])
+    assert dataset_info(load_dataset("test/dict/tiny-v0")).observation_keys == ("observation", "achieved_goal", "desired_goal", "extra")
+
+    bad_space = gym.spaces.Dict({"position": gym.spaces.Box(-1, 1, (2,)), "room": gym.spaces.Discrete(3)})
+    bad = write("test/dict/discrete-v0", bad_space, {"position": np.zeros((4, 2), np.float32), "room": np.zeros(4, np.int64)})
+    with pytest.raises(DatasetError, match="room: Discrete"):
+        load_transitions(bad)

@@ -1,11 +1,21 @@
 """Offline datasets: names, local roots, loading through Minari, flat transitions, D4RL scores.
 
-Names: a D4RL short name (``pen-human``, ``antmaze-umaze-diverse``, ``maze2d-large``, optionally with
-D4RL's ``-v0``/``-v1``/``-v2`` suffix) or a full Minari id (``namespace/.../name-vN``).
+Names: a short name (D4RL's ``pen-human``, ``antmaze-umaze-diverse``, ``maze2d-large``, optionally
+with D4RL's ``-v0``/``-v1``/``-v2`` suffix; Minari's MuJoCo locomotion sets as ``hopper-medium`` for
+``mujoco/hopper/medium-v0``; the built-in sets as ``pendulum-medium``), a full Minari id
+(``namespace/.../name-vN``), or several of these joined by ``+`` (``a+b``: their transitions pooled,
+evaluated and normalised as the first, e.g. ``hopper-medium+hopper-expert``).
 Roots searched, in order: ``$MINARI_DATASETS_PATH`` (Minari's default ``~/.minari/datasets`` when
 unset), then ``$METACONSTRAINT_HOME/datasets`` (default ``~/.cache/metaconstraint/datasets``).
-A dataset missing from every root is downloaded through Minari, unless the machine is offline
-(``METACONSTRAINT_OFFLINE=1``, or the remote's host does not answer a short connect probe).
+A ``builtin/...`` dataset missing from every root is generated into the second root
+(:mod:`metaconstraint.rl.builtin`); any other is downloaded through Minari, unless the machine is
+offline (``METACONSTRAINT_OFFLINE=1``, or the remote's host does not answer a short connect probe).
+
+Domains: Box observations are used as they are; Dict observations (AntMaze, PointMaze) are
+flattened as :mod:`metaconstraint.rl.observations` says, in the transitions and in the evaluation
+environment alike. AntMaze rewards are shifted by -1 for training (the convention of the offline-RL
+literature since IQL: 0 at the goal, -1 elsewhere); evaluation scores use the environment's own
+reward, as the D4RL reference scores do. ``load_transitions(..., reward_offset=0.0)`` turns it off.
 """
 
 from __future__ import annotations
@@ -26,7 +36,11 @@ import gymnasium as gym
 import numpy as np
 
 __all__ = [
+    "ANTMAZE_REWARD_OFFSET",
+    "CombinedDataset",
     "D4RL_SHORT_NAMES",
+    "MUJOCO_SHORT_NAMES",
+    "short_names",
     "DatasetError",
     "DatasetInfo",
     "DatasetUnavailableError",
@@ -34,6 +48,9 @@ __all__ = [
     "UnknownDatasetError",
     "dataset_info",
     "dataset_roots",
+    "default_reward_offset",
+    "describe_dataset",
+    "download_dataset",
     "find_local_dataset",
     "known_datasets",
     "load_dataset",
@@ -85,6 +102,27 @@ _D4RL_IDS: tuple[str, ...] = (
     "D4RL/minigrid/fourrooms-v0",
     "D4RL/minigrid/fourrooms-random-v0",
 )
+MUJOCO_ENVS = ("halfcheetah", "hopper", "walker2d", "ant")
+MUJOCO_SHORT_NAMES: dict[str, str] = {
+    **{f"{env}-{quality}": f"mujoco/{env}/{quality}-v0" for env in MUJOCO_ENVS for quality in ("expert", "medium", "simple")},
+    **{f"{env}-medium-expert": f"mujoco/{env}/medium-v0+mujoco/{env}/expert-v0" for env in MUJOCO_ENVS},
+}
+"""Short name -> id of Minari's MuJoCo locomotion sets (``"hopper-medium"`` -> ``"mujoco/hopper/medium-v0"``).
+These are Minari's own sets, not D4RL's (Minari has none of D4RL's locomotion sets), so D4RL's
+versioned names (``hopper-medium-v2``) are not accepted for them. ``<env>-medium-expert`` pools
+medium and expert, as D4RL's medium-expert sets do."""
+
+
+def _builtin_short_names() -> dict[str, str]:
+    from metaconstraint.rl.builtin import BUILTIN_DATASETS
+
+    names = {}
+    for dataset_id in BUILTIN_DATASETS:
+        _, task, name = dataset_id.split("/")
+        names[f"{task}-{_versionless(name)}"] = dataset_id
+    return names
+
+
 _VERSION_RE = re.compile(r"^(?P<name>.+)-v(?P<version>\d+)$")
 _SEGMENT_RE = re.compile(r"^[A-Za-z0-9_][-\w.]*$")
 _LAST_SEGMENT_RE = re.compile(r"^[A-Za-z0-9_][-\w.]*?-v\d+$")
@@ -103,8 +141,19 @@ def _versionless(dataset_id: str) -> str:
     return match.group("name") if match else dataset_id
 
 
+def short_names() -> dict[str, str]:
+    """Every short name -> its id: D4RL's, Minari's MuJoCo locomotion sets, the built-in sets."""
+    return {**D4RL_SHORT_NAMES, **MUJOCO_SHORT_NAMES, **_builtin_short_names()}
+
+
+def _builtin_ids() -> tuple[str, ...]:
+    from metaconstraint.rl.builtin import BUILTIN_DATASETS
+
+    return tuple(BUILTIN_DATASETS)
+
+
 def _suggestions(name: str, n: int = 4) -> list[str]:
-    candidates = list(dict.fromkeys([*D4RL_SHORT_NAMES, *_D4RL_IDS, *_all_local_ids()]))
+    candidates = list(dict.fromkeys([*short_names(), *_D4RL_IDS, *_builtin_ids(), *_all_local_ids()]))
     lowered = {c.lower(): c for c in candidates}
     matches = difflib.get_close_matches(name.lower(), list(lowered), n=n, cutoff=0.6)
     return [lowered[m] for m in matches]
@@ -115,21 +164,28 @@ def _unknown(name: str, problem: str) -> UnknownDatasetError:
     hint = f" Did you mean {', '.join(close)}?" if close else ""
     roots = ", ".join(str(r) for r in dataset_roots())
     return UnknownDatasetError(
-        f"Unknown dataset '{name}': {problem}.{hint} A dataset is named by a D4RL short name "
-        f"(such as pen-human, door-expert, antmaze-umaze or maze2d-large), by a full Minari id "
-        f"(namespace/name-vN, such as D4RL/door/human-v2 or mujoco/hopper/expert-v0), or by the id "
-        f"of a dataset in a local root ({roots}). `metaconstraint datasets list` shows them all."
+        f"Unknown dataset '{name}': {problem}.{hint} A dataset is named by a short name "
+        f"(such as pen-human, door-expert, antmaze-umaze, maze2d-large, hopper-medium or pendulum-medium), "
+        f"by a full Minari id (namespace/name-vN, such as D4RL/door/human-v2, mujoco/hopper/expert-v0 or "
+        f"builtin/pendulum/medium-v0), by the id of a dataset in a local root ({roots}), or by several "
+        f"of these joined with '+'. `metaconstraint datasets list` shows them all."
     )
 
 
 def resolve_dataset_id(name: str) -> str:
-    """The Minari id for ``name``: a short name maps through ``D4RL_SHORT_NAMES``, a full id is kept."""
+    """The Minari id for ``name``: a short name maps through :func:`short_names`, a full id is kept;
+    ``a+b`` resolves each part (``"hopper-medium+hopper-expert"`` -> ``"mujoco/hopper/medium-v0+mujoco/hopper/expert-v0"``)."""
     if not isinstance(name, str) or not name.strip():
         raise UnknownDatasetError(
             f"No dataset name given ({name!r}): use a D4RL short name such as pen-human or a Minari id "
             f"such as D4RL/door/human-v2; `metaconstraint datasets list` shows them all."
         )
     name = name.strip()
+    if "+" in name:
+        parts = [p.strip() for p in name.split("+")]
+        if any(not p for p in parts):
+            raise _unknown(name, "a combined dataset joins two or more names with '+', as in hopper-medium+hopper-expert")
+        return "+".join(resolve_dataset_id(p) for p in parts)
     if "/" in name:
         if not _well_formed(name):
             raise _unknown(name, "a Minari id has the form namespace/name-vN (for example D4RL/door/human-v2)")
@@ -139,16 +195,25 @@ def resolve_dataset_id(name: str) -> str:
                 raise _unknown(name, "Minari ids are case-sensitive and its namespace is spelled D4RL")
             if _versionless(name) not in {_versionless(i) for i in _D4RL_IDS}:
                 raise _unknown(name, "Minari's D4RL namespace has no dataset of that name")
+        if namespace == "builtin" and name not in _builtin_ids() and find_local_dataset(name) is None:
+            raise _unknown(name, f"the built-in datasets are {', '.join(_builtin_ids())}")
         return name
     key = name.lower()
-    if key in D4RL_SHORT_NAMES:
-        return D4RL_SHORT_NAMES[key]
+    names = short_names()
+    if key in names:
+        return names[key]
     match = _VERSION_RE.match(key)
     if match and match.group("name") in D4RL_SHORT_NAMES:
         return D4RL_SHORT_NAMES[match.group("name")]
     if find_local_dataset(name) is not None:  # a local dataset without a namespace
         return name
-    raise _unknown(name, "it is not a D4RL short name, and a full Minari id contains '/'")
+    if match and match.group("name") in MUJOCO_SHORT_NAMES:
+        raise _unknown(
+            name,
+            f"Minari has no D4RL locomotion sets; its own MuJoCo set is {match.group('name')} "
+            f"({MUJOCO_SHORT_NAMES[match.group('name')]}), generated anew and scored against its own references",
+        )
+    raise _unknown(name, "it is not a short name, and a full Minari id contains '/'")
 
 
 # ----------------------------------------------------------------------------------------- roots
@@ -217,10 +282,12 @@ def _all_local_ids() -> list[str]:
 
 
 def known_datasets() -> list[tuple[str, str, bool]]:
-    """``(short name or "", Minari id, is_local)`` for every short name, then every other local dataset."""
+    """``(short name or "", Minari id, is_local)`` for every short name (D4RL, MuJoCo, built-in), then
+    every other local dataset. A built-in set that is not local yet is generated on first use."""
     local = set(_all_local_ids())
-    rows = [(short, dataset_id, dataset_id in local) for short, dataset_id in D4RL_SHORT_NAMES.items()]
-    mapped = set(D4RL_SHORT_NAMES.values())
+    names = short_names()
+    rows = [(short, dataset_id, all(p in local for p in dataset_id.split("+"))) for short, dataset_id in names.items()]
+    mapped = set(names.values())
     rows += [("", dataset_id, True) for dataset_id in sorted(local) if dataset_id not in mapped]
     return rows
 
@@ -284,6 +351,9 @@ def _offline_reason() -> str | None:
     return None
 
 
+QUICKSTART_DATASET = "builtin/pendulum/medium-v0"
+
+
 def _unavailable(dataset_id: str, reason: str) -> DatasetUnavailableError:
     configured = os.environ.get("MINARI_DATASETS_PATH")
     roots = dataset_roots()
@@ -298,8 +368,9 @@ def _unavailable(dataset_id: str, reason: str) -> DatasetUnavailableError:
         f"{searched}) and {reason}. To get it, run `minari download {dataset_id}` (or "
         f"`metaconstraint datasets download {dataset_id}`) on a machine with network access and copy "
         f"the dataset folder into MINARI_DATASETS_PATH here, or point MINARI_DATASETS_PATH at a folder "
-        f"that already has it. To work fully offline, use one of the built-in datasets instead "
-        f"(`metaconstraint datasets list` shows them; e.g. `metaconstraint run aspc --dataset builtin/...`)."
+        f"that already has it. To work fully offline, use a built-in dataset, generated on this machine "
+        f"in seconds: `metaconstraint run aspc --dataset {QUICKSTART_DATASET} --steps 5000` "
+        f"(`metaconstraint datasets list` shows them all)."
     )
 
 
@@ -373,12 +444,37 @@ def _open_local(dataset_id: str, folder: pathlib.Path):
     return dataset
 
 
+@dataclasses.dataclass(frozen=True)
+class CombinedDataset:
+    """Datasets used as one (``a+b``): their transitions pooled in order; evaluation environment,
+    horizon and reference scores are the first part's (every part must share its spaces and
+    evaluation environment id)."""
+
+    id: str
+    parts: tuple
+
+    @property
+    def total_episodes(self) -> int:
+        return sum(int(p.total_episodes) for p in self.parts)
+
+    @property
+    def total_steps(self) -> int:
+        return sum(int(p.total_steps) for p in self.parts)
+
+
 def load_dataset(name: str, download: bool = True):
-    """The ``minari.MinariDataset`` for ``name``: local if any root has it, else downloaded if possible."""
+    """The ``minari.MinariDataset`` for ``name``: local if any root has it, else generated (built-in
+    sets) or downloaded if possible. ``a+b`` gives a :class:`CombinedDataset` of the parts."""
     import minari
 
     dataset_id = resolve_dataset_id(name)
+    if "+" in dataset_id:
+        return CombinedDataset(dataset_id, tuple(load_dataset(part, download) for part in dataset_id.split("+")))
     folder = find_local_dataset(dataset_id)
+    if folder is None and dataset_id in _builtin_ids():
+        from metaconstraint.rl.builtin import generate_builtin
+
+        folder = generate_builtin(dataset_id, _cache_root())
     if folder is None:
         if not download:
             raise _unavailable(dataset_id, "download=False was given")
@@ -395,6 +491,19 @@ def load_dataset(name: str, download: bool = True):
             extra = f" (a folder {leftover} without data/ blocks it; delete it and retry)" if leftover.exists() else ""
             raise _unavailable(dataset_id, f"minari's download did not leave it in {_minari_root()}{extra}")
     return _open_local(dataset_id, folder)
+
+
+def download_dataset(name: str) -> list[tuple[str, pathlib.Path, str]]:
+    """Make ``name`` local: ``(id, folder, how)`` per part, ``how`` one of ``"local"`` (already
+    there), ``"generated"`` (built-in) or ``"downloaded"`` (through Minari). Offline, raises
+    :class:`DatasetUnavailableError` at once."""
+    rows = []
+    for dataset_id in resolve_dataset_id(name).split("+"):
+        before = find_local_dataset(dataset_id)
+        dataset = load_dataset(dataset_id)
+        how = "local" if before is not None else ("generated" if dataset_id in _builtin_ids() else "downloaded")
+        rows.append((dataset_id, pathlib.Path(dataset.storage.data_path).parent, how))
+    return rows
 
 
 def _as_dataset(dataset):
@@ -418,6 +527,8 @@ class DatasetInfo:
     eval_horizon: int | None
     total_episodes: int
     total_steps: int
+    observation_keys: tuple[str, ...] = ()  # Dict observations: keys in flattening order
+    reward_offset: float = 0.0  # added to rewards for training by default (AntMaze: -1)
 
 
 def _spec_dict(metadata: dict, key: str) -> dict | None:
@@ -430,22 +541,40 @@ def _spec_dict(metadata: dict, key: str) -> dict | None:
         return None
 
 
-def _require_box(dataset) -> tuple[gym.spaces.Box, gym.spaces.Box]:
+def _spaces(dataset) -> tuple[gym.Space, gym.spaces.Box]:
+    """The observation space (a Box, or a Dict of Boxes that is flattened) and the Box action space."""
+    from metaconstraint.rl.observations import FlatteningError, observation_keys
+
     obs_space, act_space = dataset.observation_space, dataset.action_space
-    for kind, space in (("observation", obs_space), ("action", act_space)):
-        if not isinstance(space, gym.spaces.Box):
-            extra = " Dict observations are not supported yet." if isinstance(space, gym.spaces.Dict) else ""
-            raise DatasetError(
-                f"Dataset {dataset.id} has a {type(space).__name__} {kind} space ({space}); only Box "
-                f"{kind} spaces are supported for now.{extra}"
-            )
+    if not isinstance(act_space, gym.spaces.Box):
+        raise DatasetError(
+            f"Dataset {dataset.id} has a {type(act_space).__name__} action space ({act_space}); only continuous "
+            f"(Box) action spaces are supported."
+        )
+    try:
+        observation_keys(obs_space)
+    except FlatteningError as error:
+        raise DatasetError(f"Dataset {dataset.id} has an observation space that is not supported: {error}") from None
     return obs_space, act_space
+
+
+ANTMAZE_REWARD_OFFSET = -1.0
+"""Added to AntMaze rewards for training (IQL's convention, used by the offline-RL literature since)."""
+
+
+def default_reward_offset(env_id: str) -> float:
+    """The reward offset training applies by default: ``ANTMAZE_REWARD_OFFSET`` for AntMaze, else 0."""
+    return ANTMAZE_REWARD_OFFSET if env_id.startswith("AntMaze") else 0.0
 
 
 def dataset_info(dataset) -> DatasetInfo:
     """Spaces, D4RL reference scores, evaluation env id and horizon, and size of ``dataset``."""
+    from metaconstraint.rl.observations import flat_dim, observation_keys
+
     dataset = _as_dataset(dataset)
-    obs_space, act_space = _require_box(dataset)
+    if isinstance(dataset, CombinedDataset):
+        return _combined_info(dataset)
+    obs_space, act_space = _spaces(dataset)
     metadata = dataset.storage.metadata
     eval_spec = _spec_dict(metadata, "eval_env_spec")
     env_spec = _spec_dict(metadata, "env_spec")
@@ -454,10 +583,11 @@ def dataset_info(dataset) -> DatasetInfo:
     low = np.asarray(act_space.low, dtype=np.float64).reshape(-1)
     high = np.asarray(act_space.high, dtype=np.float64).reshape(-1)
     ref_min, ref_max = metadata.get("ref_min_score"), metadata.get("ref_max_score")
+    env_id = str(spec.get("id") or "")
     return DatasetInfo(
         dataset_id=dataset.id,
-        env_id=str(spec.get("id") or ""),
-        observation_dim=int(np.prod(obs_space.shape)),
+        env_id=env_id,
+        observation_dim=flat_dim(obs_space),
         action_dim=int(np.prod(act_space.shape)),
         action_low=tuple(float(x) for x in low),
         action_high=tuple(float(x) for x in high),
@@ -467,6 +597,37 @@ def dataset_info(dataset) -> DatasetInfo:
         eval_horizon=None if horizon is None else int(horizon),
         total_episodes=int(dataset.total_episodes),
         total_steps=int(dataset.total_steps),
+        observation_keys=observation_keys(obs_space),
+        reward_offset=default_reward_offset(env_id),
+    )
+
+
+def _combined_info(dataset: CombinedDataset) -> DatasetInfo:
+    infos = [dataset_info(part) for part in dataset.parts]
+    first = infos[0]
+    for info in infos[1:]:
+        differ = [
+            f"{what} ({getattr(first, key)} vs {getattr(info, key)})"
+            for key, what in (
+                ("env_id", "evaluation environment"),
+                ("observation_dim", "observation size"),
+                ("observation_keys", "observation keys"),
+                ("action_dim", "action size"),
+                ("action_low", "action bounds"),
+                ("action_high", "action bounds"),
+            )
+            if getattr(first, key) != getattr(info, key)
+        ]
+        if differ:
+            raise DatasetError(
+                f"Datasets {first.dataset_id} and {info.dataset_id} cannot be combined: they differ in "
+                f"{', '.join(differ)}. Only datasets of the same environment can be pooled with '+'."
+            )
+    return dataclasses.replace(
+        first,
+        dataset_id=dataset.id,
+        total_episodes=sum(i.total_episodes for i in infos),
+        total_steps=sum(i.total_steps for i in infos),
     )
 
 
@@ -479,6 +640,48 @@ def normalized_score(info: DatasetInfo, returns) -> np.ndarray:
             f"ref_max_score={hi} in its metadata), so returns cannot be normalised."
         )
     return 100.0 * (np.asarray(returns, dtype=np.float64) - lo) / (hi - lo)
+
+
+def describe_dataset(name) -> dict[str, Any]:
+    """What ``datasets info`` shows: size, spaces, evaluation spec, reference scores, and the
+    distribution of episode returns (raw rewards, no offset), normalised too where references exist."""
+    dataset = _as_dataset(name)
+    info = dataset_info(dataset)
+    parts = dataset.parts if isinstance(dataset, CombinedDataset) else (dataset,)
+    returns = load_transitions(dataset, reward_offset=0.0).episode_returns
+    quantiles = (0.0, 0.25, 0.5, 0.75, 1.0)
+
+    def stats(values: np.ndarray) -> dict[str, float]:
+        if values.size == 0:
+            return {}
+        q = np.quantile(values, quantiles)
+        return {"mean": float(values.mean()), "std": float(values.std()), "min": float(q[0]), "q25": float(q[1]),
+                "median": float(q[2]), "q75": float(q[3]), "max": float(q[4])}
+
+    counts, edges = np.histogram(returns, bins=10) if returns.size else (np.zeros(0), np.zeros(0))
+    has_refs = info.ref_min_score is not None and info.ref_max_score is not None and info.ref_min_score != info.ref_max_score
+    metadata = parts[0].storage.metadata
+    return {
+        "dataset_id": info.dataset_id,
+        "parts": [p.id for p in parts],
+        "folders": [str(pathlib.Path(p.storage.data_path).parent) for p in parts],
+        "episodes": info.total_episodes,
+        "steps": info.total_steps,
+        "observation_space": str(parts[0].observation_space),
+        "observation_dim": info.observation_dim,
+        "observation_keys": list(info.observation_keys),
+        "action_space": str(parts[0].action_space),
+        "env_id": info.env_id,
+        "eval_horizon": info.eval_horizon,
+        "ref_min_score": info.ref_min_score,
+        "ref_max_score": info.ref_max_score,
+        "reward_offset": info.reward_offset,
+        "returns": stats(returns),
+        "normalized_returns": stats(normalized_score(info, returns)) if has_refs else {},
+        "histogram": {"counts": [int(c) for c in counts], "edges": [float(e) for e in edges]},
+        "algorithm_name": metadata.get("algorithm_name"),
+        "description": metadata.get("description"),
+    }
 
 
 # ----------------------------------------------------------------------------------------- transitions
@@ -629,40 +832,110 @@ def _read_hdf5(file: pathlib.Path, indices: np.ndarray, obs_dim: int, act_dim: i
     return _finish(observations, next_observations, actions, rewards, terminals, timeouts, lengths)
 
 
-def load_transitions(dataset) -> Transitions:
-    """Every episode of ``dataset`` as flat ``Transitions`` (HDF5 read directly; other storages via minari)."""
+def _read_hdf5_dict(file: pathlib.Path, indices: np.ndarray, obs_space: gym.spaces.Dict, obs_dim: int, act_dim: int, dataset_id: str) -> Transitions:
+    """Transitions of Dict-observation episodes: each key's ``(T+1, ...)`` array read from the
+    episode's ``observations/<key>`` and flattened by :func:`~metaconstraint.rl.observations.flatten_observations`."""
+    import h5py
+
+    from metaconstraint.rl.observations import flatten_observations, observation_keys
+
+    keys = observation_keys(obs_space)
+    episodes = []
+    with h5py.File(file, "r") as handle:
+        where = "the episode index"
+        try:
+            for index in indices:
+                where = f"episode_{int(index)}"
+                group = handle[where]
+                stored = group["observations"]
+                missing = [k for k in keys if not isinstance(stored, h5py.Group) or k not in stored]
+                if missing:
+                    raise DatasetError(
+                        f"{where} of the dataset file {file} has no observations/{missing[0]}, which the Dict "
+                        f"observation space names: the file is not in Minari's layout. {_CORRUPT_ADVICE}"
+                    )
+                observations = flatten_observations({k: stored[k][()] for k in keys}, obs_space)
+                episodes.append(
+                    (observations, group["actions"][()], group["rewards"][()], group["terminations"][()], group["truncations"][()])
+                )
+        except DatasetError:
+            raise
+        except _READ_ERRORS as error:
+            raise DatasetError(
+                f"{where} of the dataset file {file} cannot be read ({_h5_reason(error)}): the file is "
+                f"truncated or corrupt, or not in Minari's layout. {_CORRUPT_ADVICE}"
+            ) from None
+    return _assemble(dataset_id, episodes, obs_dim, act_dim)
+
+
+def _concatenate(parts: list[Transitions]) -> Transitions:
+    return Transitions(**{f.name: np.concatenate([getattr(p, f.name) for p in parts]) for f in dataclasses.fields(Transitions)})
+
+
+def load_transitions(dataset, reward_offset: float | None = None) -> Transitions:
+    """Every episode of ``dataset`` as flat ``Transitions`` (HDF5 read directly; other storages via minari).
+
+    Dict observations are flattened (:mod:`metaconstraint.rl.observations`). ``reward_offset`` is
+    added to every reward (and so to the episode returns); ``None`` takes the dataset's default
+    (:func:`default_reward_offset`: -1 for AntMaze, else 0). A combined dataset pools its parts.
+    """
     from minari.dataset.minari_storage import is_image_space
 
+    from metaconstraint.rl.observations import flat_dim, flatten_observations
+
     dataset = _as_dataset(dataset)
-    obs_space, act_space = _require_box(dataset)
-    obs_dim, act_dim = int(np.prod(obs_space.shape)), int(np.prod(act_space.shape))
+    if isinstance(dataset, CombinedDataset):
+        if reward_offset is None:
+            reward_offset = dataset_info(dataset).reward_offset
+        return _concatenate([load_transitions(part, reward_offset) for part in dataset.parts])
+    obs_space, act_space = _spaces(dataset)
+    obs_dim, act_dim = flat_dim(obs_space), int(np.prod(act_space.shape))
+    if reward_offset is None:
+        reward_offset = dataset_info(dataset).reward_offset
     storage = dataset.storage
     direct = getattr(storage, "FORMAT", None) == "hdf5" and not (
         storage.jpeg_encoding and (is_image_space(obs_space) or is_image_space(act_space))
     )
     if not direct:
-        return _assemble(dataset.id, _iterated_episodes(dataset), obs_dim, act_dim)
-    file = pathlib.Path(storage.data_path) / "main_data.hdf5"
-    try:
-        return _read_hdf5(file, np.asarray(dataset.episode_indices), obs_dim, act_dim)
-    except DatasetError:
-        raise
-    except _READ_ERRORS as error:  # opening the file itself failed
-        raise DatasetError(
-            f"The dataset file {file} cannot be read ({_h5_reason(error)}): it is truncated or corrupt. "
-            f"{_CORRUPT_ADVICE}"
-        ) from None
+        episodes = [(flatten_observations(e[0], obs_space), *e[1:]) for e in _iterated_episodes(dataset)]
+        transitions = _assemble(dataset.id, episodes, obs_dim, act_dim)
+    else:
+        file = pathlib.Path(storage.data_path) / "main_data.hdf5"
+        indices = np.asarray(dataset.episode_indices)
+        try:
+            if isinstance(obs_space, gym.spaces.Dict):
+                transitions = _read_hdf5_dict(file, indices, obs_space, obs_dim, act_dim, dataset.id)
+            else:
+                transitions = _read_hdf5(file, indices, obs_dim, act_dim)
+        except DatasetError:
+            raise
+        except _READ_ERRORS as error:  # opening the file itself failed
+            raise DatasetError(
+                f"The dataset file {file} cannot be read ({_h5_reason(error)}): it is truncated or corrupt. "
+                f"{_CORRUPT_ADVICE}"
+            ) from None
+    if reward_offset:
+        transitions.rewards += np.float32(reward_offset)
+        transitions.episode_returns += reward_offset * transitions.episode_lengths
+    return transitions
 
 
 # ----------------------------------------------------------------------------------------- evaluation
 def make_eval_env(dataset, num_envs: int = 1) -> gym.vector.SyncVectorEnv:
-    """``num_envs`` copies of the dataset's evaluation env (its ``eval_env_spec``, with that horizon)."""
+    """``num_envs`` copies of the dataset's evaluation env (its ``eval_env_spec``, with that horizon);
+    Dict observations are flattened as in the transitions. A combined dataset evaluates in its first part's."""
+    from metaconstraint.rl.observations import FlattenObservation
+
     dataset = _as_dataset(dataset)
+    if isinstance(dataset, CombinedDataset):
+        dataset_info(dataset)  # the parts must agree
+        return make_eval_env(dataset.parts[0], num_envs)
     if num_envs < 1:
         raise ValueError(f"num_envs must be at least 1, got {num_envs}")
 
     def make() -> gym.Env:
-        return dataset.recover_environment(eval_env=True)
+        env = dataset.recover_environment(eval_env=True)
+        return FlattenObservation(env) if isinstance(env.observation_space, gym.spaces.Dict) else env
 
     try:
         return gym.vector.SyncVectorEnv([make for _ in range(num_envs)])
