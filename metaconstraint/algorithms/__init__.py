@@ -3,15 +3,27 @@
 from metaconstraint.algorithms.aspc import ASPC, ASPCConfig
 from metaconstraint.algorithms.base import ALGORITHMS, Algorithm, AlgorithmConfig, ProblemSpec, register_algorithm
 from metaconstraint.algorithms.td3bc import TD3BC, TD3BCConfig
+from metaconstraint.algorithms.wpc import WPC, WPCConfig
+from metaconstraint.algorithms.a2pr import A2PR, A2PRConfig
+from metaconstraint.algorithms.rebrac import ReBRAC, ReBRACConfig
+from metaconstraint.algorithms.bc import BC, BCConfig
 
 __all__ = [
     "ALGORITHMS",
+    "A2PR",
+    "A2PRConfig",
     "ASPC",
     "ASPCConfig",
     "Algorithm",
     "AlgorithmConfig",
+    "BC",
+    "BCConfig",
     "ProblemSpec",
+    "ReBRAC",
+    "ReBRACConfig",
     "TD3BC",
     "TD3BCConfig",
+    "WPC",
+    "WPCConfig",
     "register_algorithm",
 ]
