@@ -18,7 +18,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
-datasets_app = typer.Typer(help="Offline datasets: list what is known and local.", no_args_is_help=True)
+datasets_app = typer.Typer(help="Offline datasets: list, info, download, collect.", no_args_is_help=True)
 app.add_typer(datasets_app, name="datasets")
 
 console = Console()
@@ -297,20 +297,9 @@ def evaluate_command(
     )
 
 
-@datasets_app.command("list")
-def datasets_list() -> None:
-    """Known D4RL short names, their Minari ids, and which are local."""
-    from metaconstraint.rl.data import dataset_roots, known_datasets
+from metaconstraint import datasets_cli  # noqa: E402  (list, info, download, collect)
 
-    table = Table(title="datasets")
-    table.add_column("short name")
-    table.add_column("Minari id")
-    table.add_column("local")
-    for short, dataset_id, local in known_datasets():
-        table.add_row(short or "", dataset_id, "[green]yes[/]" if local else "no")
-    console.print(table)
-    console.print("searched: " + ", ".join(str(p) for p in dataset_roots()))
-
+datasets_cli.register(datasets_app)
 
 from metaconstraint import grid_cli  # noqa: E402  (its commands import this module's console lazily)
 

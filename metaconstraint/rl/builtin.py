@@ -26,7 +26,7 @@ from typing import Callable
 
 import numpy as np
 
-__all__ = ["BUILTIN_DATASETS", "BuiltinDataset", "generate_builtin", "pendulum_controller"]
+__all__ = ["BUILTIN_DATASETS", "BuiltinDataset", "generate_builtin", "pendulum_controller", "pendulum_expert"]
 
 PENDULUM_MAX_TORQUE = 2.0
 
@@ -50,6 +50,10 @@ def pendulum_controller(max_torque: float = PENDULUM_MAX_TORQUE, swing_gain: flo
         return np.array([np.clip(torque, -max_torque, max_torque)], dtype=np.float32)
 
     return act
+
+
+pendulum_expert = pendulum_controller()
+"""The expert controller as a policy (``--policy metaconstraint.rl.builtin:pendulum_expert``)."""
 
 
 @dataclasses.dataclass(frozen=True)

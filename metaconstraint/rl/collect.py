@@ -145,9 +145,17 @@ def import_policy(path: str) -> Policy:
 
 def _action(policy: Policy, observation: np.ndarray, space: gym.spaces.Box, noise: float, rng: np.random.Generator) -> np.ndarray:
     try:
-        action = np.asarray(policy(observation), dtype=np.float64).reshape(space.shape)
-    except ValueError as error:
-        raise CollectError(f"the policy returned an action that does not fit the action space {space} ({error}).") from None
+        action = policy(observation)
+    except Exception as error:  # noqa: BLE001  (user code: say where it failed, no traceback)
+        name = getattr(policy, "__name__", "policy")
+        raise CollectError(
+            f"the policy {name} failed on an observation of shape {observation.shape} ({type(error).__name__}: {error}). "
+            f"A policy is a function observation (obs_dim,) -> action (act_dim,)."
+        ) from None
+    try:
+        action = np.asarray(action, dtype=np.float64).reshape(space.shape)
+    except (TypeError, ValueError) as error:
+        raise CollectError(f"the policy returned {type(action).__name__} {action!r:.60}, not an action of the space {space} ({error}).") from None
     if noise:
         action = action + noise * (space.high - space.low) / 2.0 * rng.standard_normal(space.shape)
     if not np.all(np.isfinite(action)):

@@ -369,7 +369,7 @@ def _unavailable(dataset_id: str, reason: str) -> DatasetUnavailableError:
         f"`metaconstraint datasets download {dataset_id}`) on a machine with network access and copy "
         f"the dataset folder into MINARI_DATASETS_PATH here, or point MINARI_DATASETS_PATH at a folder "
         f"that already has it. To work fully offline, use a built-in dataset, generated on this machine "
-        f"in seconds: `metaconstraint run aspc --dataset {QUICKSTART_DATASET} --steps 5000` "
+        f"in seconds: `metaconstraint run aspc --dataset {QUICKSTART_DATASET} --steps 3000` "
         f"(`metaconstraint datasets list` shows them all)."
     )
 
