@@ -163,6 +163,7 @@ class CellOutcome:
             "dataset": self.summary["dataset"] if self.summary else dataset_id(self.values["dataset"]),
             "dataset_name": self.values["dataset"],
             "seed": self.values["seed"],
+            "tag": self.values.get("tag"),
             "status": self.status,
             "run_dir": None if self.directory is None else str(self.directory),
             "error": self.error,
@@ -380,11 +381,11 @@ def write_grid_record(out: Path, outcomes: list[CellOutcome], spec: dict[str, An
     if path.exists():
         try:
             for cell in read_json(path).get("cells", []):
-                cells[(cell["algorithm"], cell["dataset_name"], cell["seed"])] = cell
+                cells[(cell["algorithm"], cell["dataset_name"], cell["seed"], cell.get("tag"))] = cell
         except (ValueError, KeyError, TypeError):
             cells = {}
     for outcome in outcomes:
         record = outcome.record()
-        cells[(record["algorithm"], record["dataset_name"], record["seed"])] = record
+        cells[(record["algorithm"], record["dataset_name"], record["seed"], record["tag"])] = record
     atomic_write_json(path, {**spec, "cells": list(cells.values())})
     return path

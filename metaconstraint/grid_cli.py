@@ -42,6 +42,9 @@ def compare(
         None, "--outer-loss", help="ASPC outer loss (repeatable): l1, l2, l2-ema, l3 or module:function[=WEIGHT]."
     ),
     alpha_lr_decay_steps: Optional[int] = typer.Option(None, min=1, help="ASPC: alpha lr decay horizon (default: --steps)."),
+    tag: Optional[str] = typer.Option(
+        None, help="Run folders are seed<K>-<TAG>: tells apart runs whose config differs (reports label them 'algorithm (TAG)')."
+    ),
     bootstrap_samples: int = typer.Option(2000, min=1, help="Stratified bootstrap samples for the aggregate intervals."),
     bootstrap_seed: int = typer.Option(0, min=0, help="Seed of the bootstrap resampler."),
 ) -> None:
@@ -63,6 +66,7 @@ def compare(
         "out": str(out),
         "final_score_rule": final_score_rule.value,
         "final_score_k": final_score_k,
+        "tag": tag,
     }
     algorithm_options = {"outer_losses": outer_loss or None, "alpha_lr_decay_steps": alpha_lr_decay_steps}
     try:
@@ -82,7 +86,7 @@ def compare(
     command = ["metaconstraint", "compare", *algorithms, "--datasets", ",".join(names), "--seeds", str(seeds), "--seed", str(seed)]
     for flag, value in [
         ("--steps", steps), ("--eval-every", eval_every), ("--eval-episodes", eval_episodes), ("--device", device),
-        ("--alpha-lr-decay-steps", alpha_lr_decay_steps), ("--workers", workers), ("--out", out),
+        ("--alpha-lr-decay-steps", alpha_lr_decay_steps), ("--tag", tag), ("--workers", workers), ("--out", out),
     ]:
         if value is not None:
             command += [flag, str(value)]
@@ -105,7 +109,8 @@ def compare(
             results.append(load_run(outcome.directory, final_score_rule.value, final_score_k))
         else:
             record = outcome.record()
-            results.append(RunResult(record["algorithm"], record["dataset"], record["seed"], "failed", error=outcome.error))
+            label = f"{record['algorithm']} ({tag})" if tag else record["algorithm"]
+            results.append(RunResult(label, record["dataset"], record["seed"], "failed", error=outcome.error))
     build_report(
         results, out, algorithms, _dataset_ids(names), bootstrap_samples, bootstrap_seed, command=command, console=console
     )

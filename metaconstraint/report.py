@@ -114,7 +114,8 @@ def collect_runs(folder: Path, rule: str | None = None, k: int = 5) -> list[RunR
         except ValueError:
             continue
         for cell in cells:
-            key = (cell["algorithm"], cell["dataset"], cell["seed"])
+            label = f"{cell['algorithm']} ({cell['tag']})" if cell.get("tag") else cell["algorithm"]
+            key = (label, cell["dataset"], cell["seed"])
             if cell.get("status") == "failed" and key not in finished:
                 runs.append(_failed(cell))
                 finished.add(key)
@@ -124,7 +125,7 @@ def collect_runs(folder: Path, rule: str | None = None, k: int = 5) -> list[RunR
 def _failed(cell: dict[str, Any]) -> RunResult:
     directory = cell.get("run_dir")
     return RunResult(
-        algorithm=cell["algorithm"],
+        algorithm=f"{cell['algorithm']} ({cell['tag']})" if cell.get("tag") else cell["algorithm"],
         dataset=cell["dataset"],
         seed=int(cell["seed"]),
         status="failed",
