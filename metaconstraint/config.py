@@ -49,6 +49,7 @@ class RunConfig(BaseModel):
     tag: str | None = Field(None, pattern=r"^[A-Za-z0-9_.=+-]+$")
     alpha_min: float = Field(1e-6, gt=0, description="Divergence guard: the run stops if the learned constraint scale falls below this.")
     alpha_max: float = Field(1e4, gt=0, description="Divergence guard: the run stops if the learned constraint scale rises above this.")
+    reward_offset: float | None = Field(None, description="Added to every training reward; default: the dataset's (AntMaze -1, else 0).")
 
     @model_validator(mode="after")
     def _consistent(self) -> "RunConfig":

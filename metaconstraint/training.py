@@ -366,7 +366,7 @@ class Trainer:
         ]
         for directory in self.directories:
             check_writable(directory)
-        transitions = data_module.load_transitions(self.dataset)
+        transitions = data_module.load_transitions(self.dataset, reward_offset=run.reward_offset)
         if len(transitions.rewards) == 0:
             raise data_module.DatasetError(f"Dataset {self.dataset_id} holds no transitions: there is nothing to train on.")
         normalize = getattr(algorithm_config, "normalize_states", True)

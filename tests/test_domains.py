@@ -83,6 +83,14 @@ def test_antmaze_flattens_dict_observations_and_shifts_rewards(tmp_path, root):
     check_eval_layout("D4RL/antmaze/umaze-v1", buffers)
     summary = train(tmp_path, "aspc", "antmaze-umaze", None)
     assert "final_alpha" in summary
+    # the trainer's buffer holds the shifted rewards by default; reward_offset = 0 in the config keeps them raw
+    from metaconstraint.config import build_configs
+    from metaconstraint.training import Trainer
+
+    for offset, expected in ((None, shifted.rewards), (0.0, raw.rewards)):
+        values = {"algorithm": "td3bc", "dataset": "antmaze-umaze", "out": str(tmp_path / "t"), "eval_episodes": 1}
+        trainer = Trainer(*build_configs({**values, **({} if offset is None else {"reward_offset": offset})}))
+        np.testing.assert_allclose(trainer.buffer.data["rewards"].numpy(), expected)
 
 
 def test_pointmaze_flattens_dict_observations_without_reward_shift(tmp_path, root):
