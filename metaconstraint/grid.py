@@ -7,7 +7,7 @@ A cell whose ``summary.json`` exists is finished and skipped, so rerunning a gri
 interrupted after a checkpoint continues from it when its ``config.toml`` is unchanged.
 
 Workers are spawned processes (``concurrent.futures.ProcessPoolExecutor``), each with
-``cores // workers`` torch threads, reporting progress to the parent through one queue; a cell that
+``cores // workers`` torch threads (at most ``OMP_NUM_THREADS`` when set), reporting progress to the parent through one queue; a cell that
 fails (bad config, missing dataset, divergence, any exception) is recorded as failed and the grid
 goes on. ``OUT/grid.json`` records every cell's status (and a failed cell's error).
 """
@@ -330,6 +330,9 @@ def run_grid(cells: list[dict[str, Any]], workers: int | None = None, console=No
 
     workers = max(1, min(workers or available_cores(), len(pending)))
     threads = max(1, available_cores() // workers)
+    if os.environ.get("OMP_NUM_THREADS", "").isdigit() and int(os.environ["OMP_NUM_THREADS"]) > 0:
+        # an explicit limit wins: on a shared machine two threads per process can run many times slower
+        threads = min(threads, int(os.environ["OMP_NUM_THREADS"]))
     context = multiprocessing.get_context("spawn")
     progress_queue = context.Queue()
     steps = {i: int(cells[i].get("steps", 1_000_000)) for i in pending}
