@@ -67,6 +67,7 @@ def copy_pen_human(pen_human_root: Path, root: Path) -> Path:
         ("antmaze-large-play-v2", "D4RL/antmaze/large-play-v1"),
         ("maze2d-medium", "D4RL/pointmaze/medium-v2"),
         ("maze2d-large-dense", "D4RL/pointmaze/large-dense-v2"),
+        ("pointmaze-open-dense", "D4RL/pointmaze/open-dense-v2"),
         ("kitchen-mixed", "D4RL/kitchen/mixed-v2"),
         ("D4RL/door/human-v2", "D4RL/door/human-v2"),
         ("dapg/pen/expert-v0", "dapg/pen/expert-v0"),

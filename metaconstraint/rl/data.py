@@ -85,6 +85,9 @@ def _short_names() -> dict[str, str]:
     for maze in ("umaze", "medium", "large"):
         names[f"maze2d-{maze}"] = f"D4RL/pointmaze/{maze}-v2"
         names[f"maze2d-{maze}-dense"] = f"D4RL/pointmaze/{maze}-dense-v2"
+    for maze in ("open", "umaze", "medium", "large"):  # Minari's own names for the same sets
+        names[f"pointmaze-{maze}"] = f"D4RL/pointmaze/{maze}-v2"
+        names[f"pointmaze-{maze}-dense"] = f"D4RL/pointmaze/{maze}-dense-v2"
     for task in ("complete", "partial", "mixed"):
         names[f"kitchen-{task}"] = f"D4RL/kitchen/{task}-v2"
     return names
