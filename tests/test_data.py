@@ -80,7 +80,7 @@ def test_names_resolve(name, expected):
 
 
 def test_short_name_table_covers_the_d4rl_families():
-    assert len(D4RL_SHORT_NAMES) == 12 + 6 + 6 + 3
+    assert len(D4RL_SHORT_NAMES) == 12 + 6 + 6 + 8 + 3  # Adroit, AntMaze, maze2d-*, pointmaze-*, Kitchen
     assert all(v.startswith("D4RL/") for v in D4RL_SHORT_NAMES.values())
 
 
