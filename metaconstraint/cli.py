@@ -255,6 +255,9 @@ def _resume_values(run_dir: Path, given: dict) -> dict:
             f"--resume continues {run_dir} exactly as it was configured, but these differ from its config.toml: "
             f"{'; '.join(differ)}. Drop them (or start a new run in another --out)."
         )
+    where = "from iteration 0 (no checkpoint yet)" if plan.iteration is None else f"from iteration {plan.iteration:,}"
+    together = f"{', '.join(d.name for d in plan.directories)} together (one vectorised run) " if len(plan.directories) > 1 else ""
+    errors.print(f"resuming {together}{where}", markup=False, highlight=False)
     return {**saved, **({"device": given["device"]} if "device" in given else {})}
 
 
