@@ -150,7 +150,11 @@ def save_checkpoint(directory: Path, step: int, payload: dict[str, Any], keep: i
     there are untouched.
     """
     path = checkpoint_path(directory, step)
-    atomic_write(path, lambda handle: torch.save(payload, handle))
+    # Serialise in memory first: torch's zip writer turns a failed file write (ENOSPC) into an
+    # opaque RuntimeError, while a plain write of the bytes raises the OSError callers handle.
+    serialised = io.BytesIO()
+    torch.save(payload, serialised)
+    atomic_write(path, lambda handle: handle.write(serialised.getbuffer()))
     if keep is not None:
         prune_checkpoints(directory, keep)
     return path
