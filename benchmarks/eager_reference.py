@@ -62,11 +62,13 @@ class EagerTD3BC:
         scale = alpha / q.abs().mean().detach()
         return -scale * q.mean() + F.mse_loss(policy_actions, actions), policy_actions, q
 
-    def update(self, batch) -> None:
+    def update(self, batch, noise=None) -> None:
+        """One iteration on ``(states, actions, rewards, next_states, dones)``; ``noise``: the
+        standard-normal smoothing draw (drawn here when not given)."""
         self.iteration += 1
         states, actions, rewards, next_states, dones = batch
         with torch.no_grad():
-            noise = (torch.randn_like(actions) * 0.2).clamp(-0.5, 0.5)
+            noise = ((torch.randn_like(actions) if noise is None else noise) * 0.2).clamp(-0.5, 0.5)
             next_actions = (self.actor_target(next_states) + noise).clamp(-1.0, 1.0)
             next_in = torch.cat([next_states, next_actions], -1)
             target_q = torch.min(self.critic1_target(next_in), self.critic2_target(next_in)).squeeze(-1)
