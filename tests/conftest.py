@@ -68,8 +68,8 @@ def build_pen_human(root: Path, episodes: int = 5, horizon: int = 100, seed: int
 
 @pytest.fixture(scope="session")
 def shared_datasets() -> Path:
-    """The Minari root with the real datasets (``../shared/datasets``)."""
-    return SHARED_DATASETS
+    """The Minari root with the real datasets: ``MINARI_DATASETS_PATH`` (default ``../shared/datasets``)."""
+    return Path(os.environ.get("MINARI_DATASETS_PATH") or SHARED_DATASETS)
 
 
 @pytest.fixture(scope="session")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 import time
+import os
 from pathlib import Path
 
 import numpy as np
@@ -26,7 +27,7 @@ from metaconstraint.rl.data import (
     resolve_dataset_id,
 )
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "datasets"
+SHARED = Path(os.environ.get("MINARI_DATASETS_PATH") or Path(__file__).resolve().parents[1].parent / "shared" / "datasets")
 PEN_REFS = (96.262799, 3076.8331017826877)
 
 
