@@ -90,8 +90,9 @@ class BilevelProblem:
     def __post_init__(self):
         object.__setattr__(self, "outer_terms", tuple(loss.name for loss in self.outer_losses))
 
-    def init_outer_state(self, device: torch.device | str = "cpu", dtype=torch.float32) -> dict[str, Any]:
-        """``{loss name: {key: (M,) tensor}}`` for the losses that keep state."""
+    def init_outer_state(self, device: torch.device | str = "cpu", dtype=None) -> dict[str, Any]:
+        """``{loss name: {key: (M,) tensor}}`` for the losses that keep state (``dtype``: default
+        ``torch.get_default_dtype()``)."""
         return {
             loss.name: {
                 key: torch.full((self.num_members,), value, device=device, dtype=dtype)

@@ -69,7 +69,8 @@ class MetaParameters:
     def __len__(self) -> int:
         return len(self.parameters)
 
-    def init(self, num_members: int, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32):
+    def init(self, num_members: int, device: torch.device | str = "cpu", dtype: torch.dtype | None = None):
+        """``dtype``: default ``torch.get_default_dtype()``."""
         raw = {
             name: torch.full((num_members,), inverse_softplus(p.init), device=device, dtype=dtype)
             for name, p in self.parameters.items()
