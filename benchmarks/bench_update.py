@@ -1,30 +1,50 @@
 """Training-update speed, with its yardsticks measured in the same process.
 
-For each algorithm and member count: updates/s of the package's update, the update's matrix-multiply
-FLOPs counted from the layer shapes, the matmul roofline (those FLOPs at the GEMM throughput
-measured here at the same shapes), ASPC / TD3+BC, and the ratio to the straightforward eager
-reference (``eager_reference.py``). Pen shapes by default (45-d states, 24-d actions), batch 256.
+For every registered algorithm (and the eager reference of TD3+BC and ASPC, ``eager_reference.py``):
 
-    OMP_NUM_THREADS=1 python benchmarks/bench_update.py --iterations 400 --seeds 1 5
+- updates/s (iterations/s) and seed-updates/s, for one seed and for stacked seeds (``--seeds``);
+- the update's matrix-multiply FLOPs, counted from the shapes of the matrix products it actually
+  runs (forward and backward, recorded over one full 20-iteration cycle, so actor and alpha steps
+  are averaged in);
+- the **matmul roofline**: the same matrix products replayed alone, at the same shapes and memory
+  layouts, in the same run; ``of roofline`` = updates/s over the rate those products alone allow,
+  i.e. the share of the update's time that is matrix multiplication at the machine's GEMM speed;
+- ASPC / TD3+BC (time per iteration) and the ratio to the eager reference.
 
-Runs are interleaved (A, B, A, B, ...) and the median of ``--repeats`` is kept, so ratios are
-measured side by side on a noisy machine.
+Pen shapes by default (45-d states, 24-d actions), each algorithm at its own default batch (256,
+ReBRAC 1024). Runs are interleaved round by round (A, B, ..., GEMM replay, A, B, ...); ratios are
+medians of per-round ratios, so they are measured side by side on a loaded machine; ``best`` is the
+fastest round (closest to an idle machine).
+
+    OMP_NUM_THREADS=1 python benchmarks/bench_update.py
+    OMP_NUM_THREADS=1 python benchmarks/bench_update.py --algorithms td3bc aspc --seeds 1 5 --profile aspc
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import platform
 import statistics
+import sys
 import time
+from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 
-from eager_reference import EagerTD3BC
-from metaconstraint.algorithms import ALGORITHMS
-from metaconstraint.algorithms.base import ProblemSpec
-from metaconstraint.rl.buffer import MemberSampler, OfflineBuffer, StateNormalizer
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from eager_reference import EagerTD3BC  # noqa: E402
+
+from metaconstraint.algorithms import ALGORITHMS  # noqa: E402
+from metaconstraint.algorithms.base import ProblemSpec  # noqa: E402
+from metaconstraint.rl.buffer import MemberSampler, OfflineBuffer, StateNormalizer  # noqa: E402
+
+CYCLE = 20  # policy_freq x alpha_interval: one actor step in 2, one alpha step in 20
+aten = torch.ops.aten
+GEMMS = {aten.mm.default, aten.bmm.default, aten.addmm.default, aten.baddbmm.default, aten.mv.default, aten.dot.default}
 
 
 def synthetic_transitions(obs_dim: int, action_dim: int, size: int = 100_000, seed: int = 0):
@@ -39,48 +59,78 @@ def synthetic_transitions(obs_dim: int, action_dim: int, size: int = 100_000, se
     )
 
 
-def layer_shapes(obs_dim: int, action_dim: int):
+def analytic_flops(obs_dim: int, action_dim: int, batch: int, meta_interval: int | None) -> float:
+    """Matmul FLOPs of one TD3+BC/ASPC iteration from the layer shapes, for cross-checking the count.
+
+    A linear layer costs ``2 B in out`` forward; its backward to weights and to inputs twice that.
+    Critic step: target actor, two target critics forward; two critics forward + backward (weights,
+    and inputs of every layer but the first). Actor step (every 2nd): actor forward + backward (weights; the
+    first layer needs no input gradient), Q1 forward + backward to its input only. Alpha step (ASPC,
+    every ``meta_interval``): the second-order graph, estimated as three more actor steps.
+    """
     actor = [(obs_dim, 256), (256, 256), (256, action_dim)]
     critic = [(obs_dim + action_dim, 256), (256, 256), (256, 256), (256, 1)]
-    return actor, critic
-
-
-def matmul_flops_per_iteration(obs_dim: int, action_dim: int, batch: int, meta_interval: int | None) -> float:
-    """GEMM FLOPs of one iteration, averaged over the actor (every 2nd) and alpha (every ``meta_interval``) steps.
-
-    A linear layer costs ``2 B in out`` forward; a backward to weights and inputs twice that.
-    Critic step: target actor forward, 2 target critics forward, 2 critics forward + backward.
-    Actor step: actor forward + backward, Q1 forward + backward to its input (no weight grads).
-    Alpha step (ASPC), counted as three more actor steps: the differentiable virtual step, the outer
-    losses at the updated actor and the backward through both (an estimate, stated as such).
-    """
-    actor, critic = layer_shapes(obs_dim, action_dim)
-    fwd = lambda layers: sum(2 * batch * i * o for i, o in layers)
-    critic_step = fwd(actor) + 2 * fwd(critic) + 2 * 3 * fwd(critic)
-    actor_step = 3 * fwd(actor) + 2 * fwd(critic)
+    fwd = lambda layers: sum(2 * batch * i * o for i, o in layers)  # noqa: E731
+    critic_step = fwd(actor) + 2 * fwd(critic) + 2 * (3 * fwd(critic) - 2 * batch * (obs_dim + action_dim) * 256)
+    actor_step = fwd(actor) + 2 * fwd(actor) - 2 * batch * obs_dim * 256 + fwd(critic) + fwd(critic)
     per_iteration = critic_step + actor_step / 2
     if meta_interval:
         per_iteration += 3 * actor_step / meta_interval
     return float(per_iteration)
 
 
-def gemm_seconds(obs_dim: int, action_dim: int, batch: int, flops: float, repeats: int = 200) -> float:
-    """Seconds the update's FLOPs take at the GEMM throughput measured at the update's layer shapes."""
-    actor, critic = layer_shapes(obs_dim, action_dim)
-    shapes = actor + critic
-    mats = [(torch.randn(batch, i), torch.randn(i, o)) for i, o in shapes]
-    work = sum(2 * batch * i * o for i, o in shapes)
-    for a, b in mats:
-        a @ b
-    start = time.perf_counter()
-    for _ in range(repeats):
-        for a, b in mats:
-            a @ b
-    throughput = work * repeats / (time.perf_counter() - start)
-    return flops / throughput, throughput
+class GemmRecorder(TorchDispatchMode):
+    """Records every matrix product (op, argument shapes and strides) dispatched while active."""
+
+    def __init__(self):
+        super().__init__()
+        self.calls: list[tuple] = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        if func in GEMMS:
+            layout = tuple((a.shape, a.stride(), a.dtype) if isinstance(a, torch.Tensor) else a for a in args)
+            self.calls.append((func, layout, kwargs or {}))
+        return func(*args, **(kwargs or {}))
 
 
-def package_runner(name: str, members: int, obs_dim: int, action_dim: int, steps: int):
+def gemm_flops(func, layout) -> float:
+    shapes = [entry[0] for entry in layout if isinstance(entry, tuple)]
+    if func in (aten.mm.default, aten.addmm.default):
+        a, b = shapes[-2], shapes[-1]
+        return 2.0 * a[0] * a[1] * b[1]
+    if func in (aten.bmm.default, aten.baddbmm.default):
+        a, b = shapes[-2], shapes[-1]
+        return 2.0 * a[0] * a[1] * a[2] * b[2]
+    if func is aten.mv.default:
+        return 2.0 * shapes[0][0] * shapes[0][1]
+    return 2.0 * shapes[0][0]
+
+
+def _like(shape, stride, dtype) -> torch.Tensor:
+    """Random values viewed with ``shape`` and ``stride`` (expanded, transposed layouts included)."""
+    size = 1 + sum((n - 1) * st for n, st in zip(shape, stride) if n > 0)
+    return torch.randn(size, dtype=dtype).as_strided(shape, stride)
+
+
+class GemmReplay:
+    """The recorded products, replayed on fresh tensors of the same shapes and layouts."""
+
+    def __init__(self, calls: list[tuple], iterations: int):
+        self.iterations = iterations
+        self.flops = sum(gemm_flops(f, layout) for f, layout, _ in calls) / iterations
+        self.calls = []
+        for func, layout, kwargs in calls:
+            args = [_like(*e) if isinstance(e, tuple) else e for e in layout]
+            self.calls.append((func, args, kwargs))
+
+    def seconds_per_iteration(self) -> float:
+        start = time.perf_counter()
+        for func, args, kwargs in self.calls:
+            func(*args, **kwargs)
+        return (time.perf_counter() - start) / self.iterations
+
+
+def package_runner(name: str, members: int, obs_dim: int, action_dim: int, steps: int = 1_000_000):
     cls = ALGORITHMS[name]
     algorithm = cls(cls.Config(), ProblemSpec(obs_dim, action_dim, 1.0, steps), members, torch.device("cpu"))
     buffer = OfflineBuffer(synthetic_transitions(obs_dim, action_dim), StateNormalizer.identity(obs_dim))
@@ -94,10 +144,11 @@ def package_runner(name: str, members: int, obs_dim: int, action_dim: int, steps
             counter["it"] += 1
             state, _ = algorithm.update(state, sampler, counter["it"])
 
+    run.batch = algorithm.batch_size
     return run
 
 
-def eager_runner(adaptive: bool, obs_dim: int, action_dim: int, batch: int):
+def eager_runner(adaptive: bool, obs_dim: int, action_dim: int, batch: int = 256):
     torch.manual_seed(0)
     agent = EagerTD3BC(obs_dim, action_dim, adaptive=adaptive)
     data = synthetic_transitions(obs_dim, action_dim)
@@ -108,6 +159,7 @@ def eager_runner(adaptive: bool, obs_dim: int, action_dim: int, batch: int):
             index = torch.randint(len(tensors[2]), (batch,))
             agent.update([t[index] for t in tensors])
 
+    run.batch = batch
     return run
 
 
@@ -117,53 +169,112 @@ def timed(run, iterations: int) -> float:
     return iterations / (time.perf_counter() - start)
 
 
+def machine() -> str:
+    cpu = "unknown CPU"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    return (
+        f"{cpu}, {os.cpu_count()} logical CPU(s), {platform.system()} {platform.machine()}, python {platform.python_version()}, "
+        f"torch {torch.__version__} ({torch.get_num_threads()} thread(s)), load average {load:.2f}"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--obs-dim", type=int, default=45)
     parser.add_argument("--action-dim", type=int, default=24)
-    parser.add_argument("--batch", type=int, default=256)
-    parser.add_argument("--iterations", type=int, default=400, help="Per timed block (a multiple of 20 covers alpha steps evenly).")
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--seeds", type=int, nargs="+", default=[1, 5])
-    parser.add_argument("--algorithms", nargs="+", default=["td3bc", "aspc"])
+    parser.add_argument("--iterations", type=int, default=200, help="Per timed block (a multiple of 20).")
+    parser.add_argument("--repeats", type=int, default=5, help="Interleaved rounds.")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[1, 5], help="Member counts (stacked seeds).")
+    parser.add_argument("--algorithms", nargs="+", default=None, help="Default: every registered algorithm.")
+    parser.add_argument("--stacked", nargs="+", default=["td3bc", "aspc"], help="Algorithms also timed at member counts > 1.")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's).")
+    parser.add_argument("--profile", default=None, help="Also print a torch.profiler table of this algorithm (1 seed).")
     args = parser.parse_args()
-    obs, act, batch = args.obs_dim, args.action_dim, args.batch
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} thread(s), shapes obs {obs} act {act} batch {batch}")
+    if args.iterations % CYCLE:
+        parser.error(f"--iterations must be a multiple of {CYCLE}")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    obs, act = args.obs_dim, args.action_dim
+    names = args.algorithms or sorted(ALGORITHMS)
+    print(machine())
+    print(f"shapes: obs {obs}, act {act}; {args.repeats} interleaved rounds of {args.iterations} iterations\n")
 
     runners = {}
-    for name in args.algorithms:
+    for name in names:
         for members in args.seeds:
-            runners[(name, members)] = package_runner(name, members, obs, act, 1_000_000)
-    runners[("eager-td3bc", 1)] = eager_runner(False, obs, act, batch)
-    runners[("eager-aspc", 1)] = eager_runner(True, obs, act, batch)
-    for run in runners.values():  # warm-up: allocator, first alpha step
-        run(40)
+            if members == 1 or name in args.stacked:
+                runners[(name, members)] = package_runner(name, members, obs, act)
+    if "td3bc" in names:
+        runners[("eager-td3bc", 1)] = eager_runner(False, obs, act)
+    if "aspc" in names:
+        runners[("eager-aspc", 1)] = eager_runner(True, obs, act)
+
+    replays = {}
+    for key, run in runners.items():
+        run(2 * CYCLE)  # warm-up: allocator, first actor and alpha steps
+        recorder = GemmRecorder()
+        with recorder:
+            run(CYCLE)
+        replays[key] = GemmReplay(recorder.calls, CYCLE)
+
     rates: dict = {key: [] for key in runners}
-    gemm_rates = []
+    roofline: dict = {key: [] for key in runners}
     for _ in range(args.repeats):
         for key, run in runners.items():
             rates[key].append(timed(run, args.iterations))
-        gemm_rates.append(gemm_seconds(obs, act, batch, 1.0)[1])
-    gemm = statistics.median(gemm_rates)
-    median = {key: statistics.median(values) for key, values in rates.items()}
-    print(f"GEMM throughput at the update's layer shapes: {gemm / 1e9:.1f} GFLOP/s (median of {args.repeats})\n")
-    print("| algorithm | seeds | updates/s | seed-updates/s | GFLOP/iter | achieved GFLOP/s | of roofline | vs eager | ASPC/TD3+BC |")
-    print("|---|---|---|---|---|---|---|---|---|")
-    for (name, members), rate in median.items():
-        if name.startswith("eager"):
-            continue
-        meta = 20 if name == "aspc" else None
-        flops = members * matmul_flops_per_iteration(obs, act, batch, meta)
-        eager = median[("eager-aspc" if name == "aspc" else "eager-td3bc", 1)]
-        cost = ""
-        if name == "aspc" and ("td3bc", members) in median:
-            cost = f"{median[('td3bc', members)] / rate:.2f}x time"
+            roofline[key].append(1.0 / min(replays[key].seconds_per_iteration() for _ in range(3)))
+
+    def ratio(a, b, invert=False):
+        values = [(y / x if invert else x / y) for x, y in zip(rates[a], rates[b])]
+        return statistics.median(values)
+
+    print("| algorithm | seeds | batch | updates/s (median) | best | seed-updates/s | GFLOP/iter (matmul) | GEMM GFLOP/s at these shapes | "
+          "matmul roofline, updates/s | of roofline | vs eager | time vs TD3+BC |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+    for key in runners:
+        name, members = key
+        rate, best = statistics.median(rates[key]), max(rates[key])
+        flops = replays[key].flops
+        roof = statistics.median(roofline[key])
+        share = statistics.median([r / f for r, f in zip(rates[key], roofline[key])])
+        eager_key = ("eager-aspc" if name == "aspc" else "eager-td3bc", 1)
+        vs_eager = ""
+        if name in ("td3bc", "aspc") and eager_key in rates:
+            vs_eager = f"{statistics.median([members * x / y for x, y in zip(rates[key], rates[eager_key])]):.2f}x"
+        elif name.startswith("eager"):
+            vs_eager = "1.00x"
+        vs_td3bc = ""
+        base = ("eager-td3bc", 1) if name == "eager-aspc" else ("td3bc", members)
+        if name in ("aspc", "eager-aspc") and base in rates:
+            vs_td3bc = f"{ratio(base, key):.3f}x"
         print(
-            f"| {name} | {members} | {rate:.1f} | {rate * members:.1f} | {flops / 1e9:.3f} | {flops * rate / 1e9:.1f} | "
-            f"{flops * rate / gemm:.0%} | {rate * members / eager:.2f}x | {cost} |"
+            f"| {name} | {members} | {runners[key].batch} | {rate:.1f} | {best:.1f} | {rate * members:.1f} | {flops / 1e9:.3f} | "
+            f"{flops * roof / 1e9:.1f} | {roof:.1f} | {share:.0%} | {vs_eager} | {vs_td3bc} |"
         )
-    for key in (("eager-td3bc", 1), ("eager-aspc", 1)):
-        print(f"| {key[0]} | 1 | {median[key]:.1f} | {median[key]:.1f} | | | | 1.00x | |")
+    for name, meta in (("td3bc", None), ("aspc", CYCLE)):
+        if (name, 1) in replays:
+            print(f"\nanalytic count from the layer shapes, {name}: {analytic_flops(obs, act, 256, meta) / 1e9:.3f} GFLOP/iter "
+                  f"(recorded: {replays[(name, 1)].flops / 1e9:.3f})")
+    threads = torch.get_num_threads()
+    for key in runners:
+        if key[1] > 1:
+            print(f"{key[0]} x{key[1]}: {statistics.median(rates[key]) * key[1] / threads:.1f} seed-updates/s per core")
+
+    if args.profile:
+        from torch.profiler import ProfilerActivity, profile
+
+        run = runners[(args.profile, 1)]
+        with profile(activities=[ProfilerActivity.CPU]) as prof:
+            run(args.iterations)
+        print(f"\nprofile of {args.profile}, 1 seed, {args.iterations} iterations (self CPU time):")
+        print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=25))
 
 
 if __name__ == "__main__":

@@ -33,6 +33,13 @@ def _uniform(generator: torch.Generator, shape: tuple[int, ...], bound: float) -
 
 
 def _linear(x: Tensor, weight: Tensor, bias: Tensor) -> Tensor:
+    """``x @ W + b`` for ``x (..., B, in)``, ``W (..., in, out)``, ``b (..., out)``.
+
+    A one-unit output layer (a Q or V head) is written as a multiply and a row sum: on CPU a
+    batched matmul with ``out = 1`` runs at ~2 GFLOP/s and, forward and backward, costs 4x the
+    same product written elementwise (benchmarks, docs/performance.md)."""
+    if weight.shape[-1] == 1:
+        return (x * weight.transpose(-1, -2)).sum(-1, keepdim=True) + bias.unsqueeze(-2)
     return x @ weight + bias.unsqueeze(-2)
 
 
