@@ -40,6 +40,11 @@ class RunConfig(BaseModel):
     eval_every: int = Field(5000, gt=0)
     eval_episodes: int = Field(10, gt=0, le=MAX_EPISODES)
     device: str = "cpu"
+    threads: int | None = Field(
+        None, ge=1, le=1024,
+        description="torch threads of this run (default: torch's choice, all cores or OMP_NUM_THREADS). Use 1 when other "
+        "processes share the cores: oversubscribed threads make each iteration many times slower.",
+    )
     out: Path = Path("runs")
     log_every: int = Field(1000, gt=0, description="Iterations between metric records (one host sync each).")
     checkpoint_every: int | None = Field(None, gt=0, description="Default: every evaluation.")

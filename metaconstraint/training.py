@@ -59,7 +59,7 @@ from metaconstraint.runs import (
 )
 
 CHECKPOINT_FORMAT = 1
-RESUME_FREE_KEYS = ("out", "device")  # may differ between a checkpoint and the run resuming it
+RESUME_FREE_KEYS = ("out", "device", "threads")  # may differ between a checkpoint and the run resuming it
 
 
 class RunLogger:
@@ -357,6 +357,8 @@ class Trainer:
         self.notify = notify or (lambda message: print(message, file=sys.stderr))
         self.algorithm_config = algorithm_config
         self.device = resolve_device(run.device)
+        if run.threads is not None:
+            torch.set_num_threads(run.threads)
         self.seeds = [run.seed + i for i in range(run.seeds)]
         self.progress = progress
         self.dataset, self.info, self._eval_env = open_dataset(run.dataset, len(self.seeds) * run.eval_episodes)
