@@ -28,7 +28,8 @@ def per_member(fn: Callable[..., Any], num_members: int) -> Callable[..., Any]:
     if num_members == 1:
 
         def single(*args: Any) -> Any:
-            squeezed = tree_map(lambda t: t[0] if isinstance(t, Tensor) else t, args)
+            # squeeze, not t[0]: its backward is a view, where select_backward allocates and copies
+            squeezed = tree_map(lambda t: t.squeeze(0) if isinstance(t, Tensor) else t, args)
             out = fn(*squeezed)
             return tree_map(lambda t: t.unsqueeze(0) if isinstance(t, Tensor) else t, out)
 
