@@ -180,6 +180,9 @@ def run(
     threads: Optional[int] = typer.Option(
         None, help="torch threads (default: torch's, all cores or OMP_NUM_THREADS); 1 on a machine other processes share."
     ),
+    compile: bool = typer.Option(
+        False, "--compile", help="torch.compile the critic step (one seed: ~1.2x on CPU after 5-50 s of compiling)."
+    ),
     out: Optional[Path] = typer.Option(None, help="Output root (default runs/)."),
     config: Optional[Path] = typer.Option(None, "--config", "-c", help="TOML or YAML config; flags override it."),
     outer_loss: Optional[list[str]] = typer.Option(
@@ -212,6 +215,7 @@ def run(
         "eval_episodes": eval_episodes,
         "device": device,
         "threads": threads,
+        "compile": compile or None,
         "out": out,
         "outer_losses": outer_loss or None,
         "alpha_lr_decay_steps": alpha_lr_decay_steps,
@@ -244,7 +248,7 @@ def _resume_values(run_dir: Path, given: dict) -> dict:
         if plan.finished:
             console.print(f"{run_dir} has finished ({plan.iteration:,} iterations); its results are in summary.json.", markup=False)
             raise typer.Exit(0)
-        changes = {k: v for k, v in given.items() if k not in ("device", "out", "threads")}
+        changes = {k: v for k, v in given.items() if k not in ("device", "out", "threads", "compile")}
         if "dataset" in changes:
             changes["dataset"] = resolve_dataset_id(str(changes["dataset"]))
         before = resolved_config(*build_configs(saved, source=f"{run_dir / 'config.toml'}"))
@@ -262,7 +266,7 @@ def _resume_values(run_dir: Path, given: dict) -> dict:
     where = "from iteration 0 (no checkpoint yet)" if plan.iteration is None else f"from iteration {plan.iteration:,}"
     together = f"{', '.join(d.name for d in plan.directories)} together (one vectorised run) " if len(plan.directories) > 1 else ""
     errors.print(f"resuming {together}{where}", markup=False, highlight=False)
-    return {**saved, **{k: given[k] for k in ("device", "threads") if k in given}}
+    return {**saved, **{k: given[k] for k in ("device", "threads", "compile") if k in given}}
 
 
 @app.command("resume")

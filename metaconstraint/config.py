@@ -45,6 +45,10 @@ class RunConfig(BaseModel):
         description="torch threads of this run (default: torch's choice, all cores or OMP_NUM_THREADS). Use 1 when other "
         "processes share the cores: oversubscribed threads make each iteration many times slower.",
     )
+    compile: bool = Field(
+        False, description="torch.compile the critic step (one seed: ~1.2x faster on CPU after 5-50 s of compiling; "
+        "stacked seeds stay eager). Worth it for long runs.",
+    )
     out: Path = Path("runs")
     log_every: int = Field(1000, gt=0, description="Iterations between metric records (one host sync each).")
     checkpoint_every: int | None = Field(None, gt=0, description="Default: every evaluation.")

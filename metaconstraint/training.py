@@ -59,7 +59,7 @@ from metaconstraint.runs import (
 )
 
 CHECKPOINT_FORMAT = 1
-RESUME_FREE_KEYS = ("out", "device", "threads")  # may differ between a checkpoint and the run resuming it
+RESUME_FREE_KEYS = ("out", "device", "threads", "compile")  # may differ between a checkpoint and the run resuming it
 
 
 class RunLogger:
@@ -380,6 +380,8 @@ class Trainer:
         self.buffer = OfflineBuffer(transitions, self.normalizer, self.device)
         spec = ProblemSpec(self.info.observation_dim, self.info.action_dim, self.info.max_action, run.steps)
         self.algorithm: Algorithm = algorithm_class(run.algorithm)(algorithm_config, spec, len(self.seeds), self.device)
+        if run.compile and not self.algorithm.compile():
+            self.notify(f"--compile: {run.algorithm} with {len(self.seeds)} stacked seed(s) has nothing compiled; it runs eagerly.")
         self.resolved = {**resolved_config(run, algorithm_config), "dataset": self.dataset_id}
         self.last_checkpoint: int | None = None
 

@@ -64,6 +64,11 @@ class Algorithm(ABC):
         """Learned meta-parameters by name, ``(M,)`` each (empty for fixed-scale methods)."""
         return {}
 
+    def compile(self) -> bool:
+        """Compile hot per-member functions with ``torch.compile`` (the run option ``compile``);
+        returns whether anything was compiled. Default: nothing (the eager path)."""
+        return False
+
     @property
     def batch_size(self) -> int:
         return self.config.batch_size

@@ -104,6 +104,17 @@ class TD3BC(Algorithm):
         )
         self._bootstrap = per_member(self._member_bootstrap, num_members)
 
+    def compile(self) -> bool:
+        """Compile the critic step's two per-member functions (target bootstrap; twin-critic loss,
+        whose backward AOTAutograd compiles too) for one member. The actor step stays eager: the
+        bilevel step differentiates through its gradient, which compiled graphs do not support.
+        Stacked members (vmap) gain nothing measurable, so they stay eager (docs/performance.md)."""
+        if self.num_members != 1:
+            return False
+        self._member_critic_loss = torch.compile(self._member_critic_loss, dynamic=False)
+        self._bootstrap = per_member(torch.compile(self._member_bootstrap, dynamic=False), 1)
+        return True
+
     # Hooks of the TD3-backbone methods (wPC, A2PR, ReBRAC override them).
     def build_objective(self):
         return TD3BCObjective(self.actor, self.critic)
