@@ -7,6 +7,8 @@ from metaconstraint.algorithms.wpc import WPC, WPCConfig
 from metaconstraint.algorithms.a2pr import A2PR, A2PRConfig
 from metaconstraint.algorithms.rebrac import ReBRAC, ReBRACConfig
 from metaconstraint.algorithms.bc import BC, BCConfig
+from metaconstraint.algorithms.iql import IQL, IQLConfig
+from metaconstraint.algorithms.aspc_iql import ASPCIQL, ASPCIQLConfig
 
 __all__ = [
     "ALGORITHMS",
@@ -14,10 +16,14 @@ __all__ = [
     "A2PRConfig",
     "ASPC",
     "ASPCConfig",
+    "ASPCIQL",
+    "ASPCIQLConfig",
     "Algorithm",
     "AlgorithmConfig",
     "BC",
     "BCConfig",
+    "IQL",
+    "IQLConfig",
     "ProblemSpec",
     "ReBRAC",
     "ReBRACConfig",

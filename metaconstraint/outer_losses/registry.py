@@ -4,10 +4,10 @@
 from __future__ import annotations
 
 import difflib
-import importlib
 from typing import Callable
 
 from metaconstraint.engine import OuterLoss
+from metaconstraint.plugins import PluginError, import_object
 
 _REGISTRY: dict[str, OuterLoss] = {}
 
@@ -39,15 +39,10 @@ def registered_outer_losses() -> list[str]:
 
 
 def _import_function(path: str) -> Callable:
-    module_name, _, attribute = path.partition(":")
     try:
-        module = importlib.import_module(module_name)
-    except ImportError as error:
-        raise OuterLossError(f"outer loss '{path}': cannot import module '{module_name}' ({error}).") from None
-    try:
-        fn = getattr(module, attribute)
-    except AttributeError:
-        raise OuterLossError(f"outer loss '{path}': module '{module_name}' has no attribute '{attribute}'.") from None
+        fn = import_object(path, "outer loss")
+    except PluginError as error:
+        raise OuterLossError(str(error)) from None
     if not callable(fn):
         raise OuterLossError(f"outer loss '{path}' is not callable.")
     return fn

@@ -50,7 +50,7 @@ class OfflineBuffer:
 
 
 class MemberSampler:
-    """Minibatches ``(M, B, ...)`` and Gaussian noise ``(M, ...)``, one generator per member."""
+    """Minibatches ``(M, B, ...)``, Gaussian and uniform noise ``(M, ...)``, one generator per member."""
 
     def __init__(self, buffer: OfflineBuffer, batch_size: int, seeds: list[int]):
         self.buffer = buffer
@@ -71,6 +71,11 @@ class MemberSampler:
     def normal(self, *shape: int) -> Tensor:
         device = self.buffer.device
         return self._per_member(lambda g: torch.randn(shape, generator=g, device=device))
+
+    def uniform(self, *shape: int) -> Tensor:
+        """Uniform draws on ``[0, 1)``, ``(M, *shape)`` (e.g. dropout masks)."""
+        device = self.buffer.device
+        return self._per_member(lambda g: torch.rand(shape, generator=g, device=device))
 
     def get_state(self) -> list[Tensor]:
         return [g.get_state() for g in self.generators]

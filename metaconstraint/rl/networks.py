@@ -88,6 +88,58 @@ def deterministic_actor(obs_dim: int, action_dim: int, max_action: float, hidden
     return Network(init, apply)
 
 
+LOG_STD_MIN, LOG_STD_MAX = -10.0, 2.0  # IQL's clip of the state-independent log std
+
+
+@dataclass(frozen=True)
+class GaussianActor(Network):
+    """A Gaussian policy ``N(mu(s), diag(sigma^2))`` with ``mu(s) = max_action * tanh(MLP(s))`` and a
+    state-independent ``log sigma`` (IQL's actor).
+
+    ``apply(params, states)`` is the mean action ``(..., B, A)``: what the policy does when evaluated
+    and what outer losses read as its action. ``log_prob(params, states, actions, dropout=None)`` is
+    ``log pi(a|s)`` ``(..., B)``; ``dropout`` holds one inverted-dropout mask per hidden layer
+    (``(..., B, width)``, entries 0 or ``1/(1-p)``, from :func:`dropout_masks`), applied after each ReLU.
+    """
+
+    log_prob: Callable[..., Tensor] = None
+    hidden: tuple[int, ...] = ()
+
+
+def dropout_masks(uniform: list[Tensor], rate: float) -> list[Tensor]:
+    """Inverted-dropout masks ``1[u >= rate] / (1 - rate)`` from uniform draws ``u`` (one per layer)."""
+    return [(u >= rate).to(u.dtype) / (1.0 - rate) for u in uniform]
+
+
+def gaussian_actor(obs_dim: int, action_dim: int, max_action: float, hidden=(256, 256)) -> GaussianActor:
+    """:class:`GaussianActor`: ``(..., B, obs_dim) -> (..., B, action_dim)`` means; ``log_std`` starts at 0."""
+    sizes = (obs_dim, *hidden, action_dim)
+    layers = len(sizes) - 1
+
+    def init(generator):
+        params = _init_layers(generator, sizes)
+        params["log_std"] = torch.zeros(action_dim)
+        return params
+
+    def mean(params, states, dropout=None):
+        x = states
+        for i in range(layers - 1):
+            x = F.relu(_linear(x, params[f"w{i}"], params[f"b{i}"]))
+            if dropout is not None:
+                x = x * dropout[i]
+        return max_action * torch.tanh(_linear(x, params[f"w{layers - 1}"], params[f"b{layers - 1}"]))
+
+    def apply(params, states):
+        return mean(params, states)
+
+    def log_prob(params, states, actions, dropout=None):
+        log_std = params["log_std"].clamp(LOG_STD_MIN, LOG_STD_MAX).unsqueeze(-2)
+        z = (actions - mean(params, states, dropout)) * torch.exp(-log_std)
+        return (-0.5 * z.pow(2) - log_std - 0.5 * math.log(2 * math.pi)).sum(-1)
+
+    return GaussianActor(init, apply, log_prob, tuple(hidden))
+
+
 def twin_critic(obs_dim: int, action_dim: int, hidden=(256, 256, 256), robust: bool = True) -> Network:
     """Two Q-networks in one: ``(s (..., B, obs), a (..., B, act)) -> (..., 2, B)``.
 

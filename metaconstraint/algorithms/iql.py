@@ -1,0 +1,179 @@
+r"""IQL: Implicit Q-Learning (Kostrikov, Nair & Levine, 2021).
+
+Every iteration, on one minibatch, in the order of the authors' implementation:
+
+1. Value by expectile regression on the target twin critic (eq. 5):
+
+   .. math::
+       L_V(\psi) = \tfrac1B\textstyle\sum_i L_2^\tau\big(\min_j Q_{\bar\phi_j}(s_i, a_i) - V_\psi(s_i)\big),
+       \qquad L_2^\tau(u) = |\tau - \mathbb 1(u < 0)|\,u^2
+
+2. Policy by advantage-weighted regression with the updated value (eq. 7,
+   :mod:`metaconstraint.objectives.awr`):
+   :math:`L_\pi(\theta) = -\tfrac1B\sum_i \min(e^{\beta A_i}, 100)\log\pi_\theta(a_i|s_i)`,
+   :math:`A_i = \min_j Q_{\bar\phi_j}(s_i, a_i) - V_\psi(s_i)`.
+
+3. Twin critic regressed on the value of the next state (eq. 6):
+   :math:`L_Q(\phi) = \sum_j \tfrac1B\sum_i \big(r_i + \gamma(1 - d_i)V_\psi(s'_i) - Q_{\phi_j}(s_i, a_i)\big)^2`.
+
+4. Polyak averaging of the target critic with rate ``tau``.
+
+Networks (the paper's): 2 x 256 ReLU MLPs for both critics and the value; a Gaussian actor (2 x
+256, tanh mean, state-independent log std) whose mean is the evaluated action. Adam 3e-4
+everywhere, the actor's learning rate on a cosine decay over the run (the authors' schedule;
+``actor_lr_schedule = "constant"`` turns it off), batch 256, discount 0.99, states normalised. One
+setting for every dataset: expectile 0.7, beta 3.0 (the paper's locomotion values). The Adroit
+settings of CORL (expectile 0.8, dropout 0.1) are offered as *tuned* presets in
+``configs/iql-tuned/``.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+import torch
+from pydantic import Field
+from torch import Tensor
+
+from metaconstraint.algorithms.base import Algorithm, AlgorithmConfig, register_algorithm
+from metaconstraint.algorithms.td3bc import critic_loss, gradient_step
+from metaconstraint.engine import BilevelProblem, MetaParameters, adam, detach_tree, inner_step
+from metaconstraint.objectives.awr import MAX_WEIGHT, AWRObjective
+from metaconstraint.outer_losses import context_factory
+from metaconstraint.rl.networks import dropout_masks, gaussian_actor, init_members, twin_critic, value_network
+
+
+def expectile_loss(differences: Tensor, expectile: float) -> Tensor:
+    """``mean |tau - 1(u < 0)| u^2`` of ``u = Q - V`` ``(B,)`` (eq. 5)."""
+    weight = torch.where(differences < 0, 1.0 - expectile, expectile)
+    return (weight * differences.pow(2)).mean()
+
+
+def cosine_lr(lr: float, step: int, total: int) -> float:
+    """``lr * (1 + cos(pi * step / total)) / 2`` for the 0-based ``step`` (``CosineAnnealingLR``)."""
+    return lr * 0.5 * (1.0 + math.cos(math.pi * min(step, total) / total))
+
+
+class IQLConfig(AlgorithmConfig):
+    batch_size: int = Field(256, gt=0)
+    discount: float = Field(0.99, gt=0, le=1)
+    tau: float = Field(0.005, gt=0, le=1, description="Polyak rate of the target critic.")
+    expectile: float = Field(0.7, gt=0, lt=1, description="tau of the expectile regression of V.")
+    beta: float = Field(3.0, ge=0, description="Inverse temperature of the advantage weights exp(beta * A).")
+    max_weight: float = Field(MAX_WEIGHT, gt=0, description="Clip of the advantage weights.")
+    actor_dropout: float = Field(0.0, ge=0, lt=1, description="Dropout after each hidden layer of the actor.")
+    actor_lr: float = Field(3e-4, gt=0)
+    actor_lr_schedule: Literal["cosine", "constant"] = Field("cosine", description="cosine: decays to 0 over the run.")
+    critic_lr: float = Field(3e-4, gt=0)
+    value_lr: float = Field(3e-4, gt=0)
+    normalize_states: bool = True
+
+
+@register_algorithm
+class IQL(Algorithm):
+    name = "iql"
+    Config = IQLConfig
+    HIDDEN = (256, 256)
+
+    def __init__(self, config, spec, num_members, device):
+        super().__init__(config, spec, num_members, device)
+        self.actor = gaussian_actor(spec.observation_dim, spec.action_dim, spec.max_action, self.HIDDEN)
+        self.critic = twin_critic(spec.observation_dim, spec.action_dim, hidden=self.HIDDEN, robust=False)
+        self.value = value_network(spec.observation_dim, self.HIDDEN)
+        self.objective = self.build_objective()
+        self.actor_optimizer = adam(config.actor_lr)
+        self.critic_optimizer = adam(config.critic_lr)
+        self.value_optimizer = adam(config.value_lr)
+        self.problem = BilevelProblem(
+            inner_objective=self.objective.inner,
+            optimizer=self.actor_optimizer,
+            outer_losses=self.outer_losses(),
+            meta_parameters=MetaParameters(self.meta_parameter_specs()),
+            make_context=context_factory(self.actor, self.critic, self.objective),
+            num_members=num_members,
+        )
+
+    # Hooks ASPC-IQL overrides: IQL's beta is fixed, with no meta-parameters or outer losses.
+    def build_objective(self):
+        return AWRObjective(self.actor, self.critic, max_weight=self.config.max_weight)
+
+    def meta_parameter_specs(self) -> list:
+        return []
+
+    def outer_losses(self) -> list:
+        return []
+
+    def scale_values(self, state) -> dict[str, Tensor]:
+        return {"beta": torch.full((self.num_members,), self.config.beta, device=self.device)}
+
+    def init_state(self, seeds):
+        actor = init_members(self.actor, seeds, self.device, salt=1)
+        critic = init_members(self.critic, seeds, self.device, salt=2)
+        value = init_members(self.value, seeds, self.device, salt=3)
+        return {
+            "actor": actor,
+            "critic": critic,
+            "value": value,
+            "target_critic": detach_tree({k: v.clone() for k, v in critic.items()}),
+            "actor_opt": self.actor_optimizer.init(actor),
+            "critic_opt": self.critic_optimizer.init(critic),
+            "value_opt": self.value_optimizer.init(value),
+            "meta": self.problem.meta_parameters.init(self.num_members, self.device),
+            "outer": self.problem.init_outer_state(self.device),
+        }
+
+    def actor_lr(self, iteration: int) -> float:
+        if self.config.actor_lr_schedule == "constant":
+            return self.config.actor_lr
+        return cosine_lr(self.config.actor_lr, iteration - 1, self.spec.total_steps)
+
+    # --------------------------------------------------------------------- one member's pieces
+    def _member_value_loss(self, value_params, states, target_q):
+        values = self.value.apply(value_params, states)
+        return expectile_loss(target_q - values, self.config.expectile), values.mean()
+
+    def _member_critic_loss(self, critic_params, batch, target):
+        return critic_loss(self.critic, critic_params, batch, target)
+
+    # --------------------------------------------------------------------- the iteration
+    def update(self, state, sampler, iteration):
+        batch = sampler.sample()
+        dropout = None
+        if self.config.actor_dropout > 0:
+            draws = [sampler.uniform(self.batch_size, width) for width in self.HIDDEN]
+            dropout = dropout_masks(draws, self.config.actor_dropout)
+        with torch.no_grad():
+            target_q = self.critic.apply(state["target_critic"], batch["observations"], batch["actions"]).min(dim=-2).values
+        state["value"], state["value_opt"], value_loss, v_mean = gradient_step(
+            self._member_value_loss, self.value_optimizer, state["value"], state["value_opt"],
+            batch["observations"], target_q, num_members=self.num_members,
+        )
+        with torch.no_grad():
+            advantages = target_q - self.value.apply(state["value"], batch["observations"])
+            next_values = self.value.apply(state["value"], batch["next_observations"])
+            q_target = batch["rewards"] + self.config.discount * (1.0 - batch["terminals"]) * next_values
+        frozen = {"critic": state["critic"], "advantages": advantages}
+        if dropout is not None:
+            frozen["dropout"] = dropout
+        metrics = self.update_actor(state, batch, frozen, iteration)
+        state["critic"], state["critic_opt"], loss, q_mean = gradient_step(
+            self._member_critic_loss, self.critic_optimizer, state["critic"], state["critic_opt"], batch, q_target,
+            num_members=self.num_members,
+        )
+        with torch.no_grad():
+            keys = list(state["target_critic"])
+            torch._foreach_lerp_([state["target_critic"][k] for k in keys], [state["critic"][k] for k in keys], self.config.tau)
+        metrics.update(critic_loss=loss, q_mean=q_mean, value_loss=value_loss, v_mean=v_mean, advantage_mean=advantages.mean(-1))
+        return state, metrics
+
+    def update_actor(self, state, batch, frozen, iteration):
+        state["actor"], state["actor_opt"], loss = inner_step(
+            self.problem, state["actor"], state["actor_opt"], self.scale_values(state), batch, frozen,
+            lr=self.actor_lr(iteration),
+        )
+        return {"actor_loss": loss}
+
+    @torch.no_grad()
+    def act(self, state, observations):
+        return self.actor.apply(state["actor"], observations)
