@@ -141,7 +141,7 @@ class IQL(Algorithm):
         batch = sampler.sample()
         dropout = None
         if self.config.actor_dropout > 0:
-            draws = [sampler.uniform(self.batch_size, width) for width in self.HIDDEN]
+            draws = [sampler.uniform(batch["actions"].shape[1], width) for width in self.HIDDEN]
             dropout = dropout_masks(draws, self.config.actor_dropout)
         with torch.no_grad():
             target_q = self.critic.apply(state["target_critic"], batch["observations"], batch["actions"]).min(dim=-2).values
