@@ -12,6 +12,8 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
+from metaconstraint.trackers import Tracker, WandbMode, tracker_values
+
 app = typer.Typer(
     help="Offline RL with adaptive policy constraints learned by meta-gradients.",
     no_args_is_help=True,
@@ -130,7 +132,12 @@ def _train_or_check(values: dict, resume: bool, dry_run: bool) -> None:
 
         trainer.progress = update
         try:
-            summaries = trainer.fit(resume=resume)
+            try:
+                summaries = trainer.fit(resume=resume)
+            except BaseException:
+                for logger in trainer.loggers:  # end the tracker runs of a run that stopped early
+                    getattr(logger, "close", lambda: None)()
+                raise
         except TrainingDiverged as error:
             progress.stop()
             fail(str(error), EXIT_DIVERGED)
@@ -189,6 +196,12 @@ def run(
         None, "--outer-loss", help="Outer loss (repeatable): l1, l2, l2-ema, l3 or module:function, optionally =WEIGHT."
     ),
     alpha_lr_decay_steps: Optional[int] = typer.Option(None, help="ASPC: alpha lr decay horizon (default: --steps)."),
+    logger: Optional[list[Tracker]] = typer.Option(
+        None, "--logger", help="Also log to a tracker (repeatable): tensorboard, wandb (offline by default), mlflow (file store in the run folder)."
+    ),
+    wandb_mode: Optional[WandbMode] = typer.Option(None, help="W&B: offline (default; `wandb sync` uploads later) or online."),
+    wandb_project: Optional[str] = typer.Option(None, help="W&B project (default metaconstraint)."),
+    mlflow_tracking_uri: Optional[str] = typer.Option(None, help="MLflow tracking URI (default: file store RUN_FOLDER/mlruns)."),
     resume: Optional[Path] = typer.Option(
         None, help="Continue the run in this run folder (seeds trained together resume together); other flags must match it."
     ),
@@ -219,6 +232,7 @@ def run(
         "out": out,
         "outer_losses": outer_loss or None,
         "alpha_lr_decay_steps": alpha_lr_decay_steps,
+        **tracker_values(logger, wandb_mode, wandb_project, mlflow_tracking_uri),
     }
     values.update({k: v for k, v in flags.items() if v is not None})
     if resume is not None:
@@ -234,7 +248,7 @@ def _resume_values(run_dir: Path, given: dict) -> dict:
     ``device``. Exits when the run had finished."""
     from metaconstraint.config import ConfigError, build_configs, resolved_config
     from metaconstraint.rl.data import DatasetError, resolve_dataset_id
-    from metaconstraint.training import ResumeError, plan_resume
+    from metaconstraint.training import RESUME_FREE_KEYS, ResumeError, plan_resume
 
     try:
         plan = plan_resume(run_dir)
@@ -248,7 +262,7 @@ def _resume_values(run_dir: Path, given: dict) -> dict:
         if plan.finished:
             console.print(f"{run_dir} has finished ({plan.iteration:,} iterations); its results are in summary.json.", markup=False)
             raise typer.Exit(0)
-        changes = {k: v for k, v in given.items() if k not in ("device", "out", "threads", "compile")}
+        changes = {k: v for k, v in given.items() if k not in RESUME_FREE_KEYS}
         if "dataset" in changes:
             changes["dataset"] = resolve_dataset_id(str(changes["dataset"]))
         before = resolved_config(*build_configs(saved, source=f"{run_dir / 'config.toml'}"))
@@ -266,7 +280,7 @@ def _resume_values(run_dir: Path, given: dict) -> dict:
     where = "from iteration 0 (no checkpoint yet)" if plan.iteration is None else f"from iteration {plan.iteration:,}"
     together = f"{', '.join(d.name for d in plan.directories)} together (one vectorised run) " if len(plan.directories) > 1 else ""
     errors.print(f"resuming {together}{where}", markup=False, highlight=False)
-    return {**saved, **{k: given[k] for k in ("device", "threads", "compile") if k in given}}
+    return {**saved, **{k: given[k] for k in RESUME_FREE_KEYS if k != "out" and k in given}}
 
 
 @app.command("resume")

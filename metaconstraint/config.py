@@ -59,6 +59,13 @@ class RunConfig(BaseModel):
     alpha_min: float = Field(1e-6, gt=0, description="Divergence guard: the run stops if the learned constraint scale falls below this.")
     alpha_max: float = Field(1e4, gt=0, description="Divergence guard: the run stops if the learned constraint scale rises above this.")
     reward_offset: float | None = Field(None, description="Added to every training reward; default: the dataset's (AntMaze -1, else 0).")
+    # Trackers beside metrics.jsonl/csv (metaconstraint.trackers); None, not [], so that configs without them stay as they were.
+    loggers: list[Literal["tensorboard", "wandb", "mlflow"]] | None = Field(
+        None, description="Experiment trackers fed the same metrics, config and summary: tensorboard, wandb, mlflow."
+    )
+    wandb_mode: Literal["offline", "online"] | None = Field(None, description="W&B mode (default offline: nothing leaves the machine).")
+    wandb_project: str | None = Field(None, description="W&B project (default metaconstraint).")
+    mlflow_tracking_uri: str | None = Field(None, description="MLflow tracking URI (default: a file store in each run folder's mlruns/).")
 
     @model_validator(mode="after")
     def _consistent(self) -> "RunConfig":

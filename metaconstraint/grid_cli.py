@@ -11,6 +11,8 @@ from typing import Optional
 
 import typer
 
+from metaconstraint.trackers import Tracker, WandbMode, tracker_values
+
 EXIT_FAILED_RUNS = 1
 
 
@@ -47,12 +49,19 @@ def compare(
     ),
     bootstrap_samples: int = typer.Option(2000, min=1, help="Stratified bootstrap samples for the aggregate intervals."),
     bootstrap_seed: int = typer.Option(0, min=0, help="Seed of the bootstrap resampler."),
+    logger: Optional[list[Tracker]] = typer.Option(
+        None, "--logger", help="Also log every run to a tracker (repeatable): tensorboard, wandb (offline by default), mlflow."
+    ),
+    wandb_mode: Optional[WandbMode] = typer.Option(None, help="W&B: offline (default) or online."),
+    wandb_project: Optional[str] = typer.Option(None, help="W&B project (default metaconstraint)."),
+    mlflow_tracking_uri: Optional[str] = typer.Option(None, help="MLflow tracking URI (default: file store RUN_FOLDER/mlruns)."),
 ) -> None:
     """Run ALGORITHMS x datasets x seeds (finished runs are skipped) and report the results."""
     from metaconstraint.cli import console, fail
     from metaconstraint.config import ConfigError, algorithm_class
     from metaconstraint.grid import expand_grid, run_grid, write_grid_record
     from metaconstraint.report import RunResult, build_report, describe_rule, load_run
+    from metaconstraint.trackers import check_available
 
     names = [d.strip() for d in datasets.split(",") if d.strip()]
     if not names:
@@ -67,9 +76,11 @@ def compare(
         "final_score_rule": final_score_rule.value,
         "final_score_k": final_score_k,
         "tag": tag,
+        **tracker_values(logger, wandb_mode, wandb_project, mlflow_tracking_uri),
     }
     algorithm_options = {"outer_losses": outer_loss or None, "alpha_lr_decay_steps": alpha_lr_decay_steps}
     try:
+        check_available(run_options.get("loggers"))
         for name in algorithms:
             algorithm_class(name)
         cells = expand_grid(
@@ -91,6 +102,11 @@ def compare(
         if value is not None:
             command += [flag, str(value)]
     command += [f"--outer-loss={loss}" for loss in outer_loss or []]
+    command += [f"--logger={t.value}" for t in logger or []]
+    for flag, value in [("--wandb-mode", wandb_mode and wandb_mode.value), ("--wandb-project", wandb_project),
+                        ("--mlflow-tracking-uri", mlflow_tracking_uri)]:
+        if value is not None:
+            command += [flag, value]
     if final_score_rule is ScoreRule.mean_last_k:
         command += ["--final-score-rule", "mean_last_k", "--final-score-k", str(final_score_k)]
 

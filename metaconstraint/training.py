@@ -59,7 +59,8 @@ from metaconstraint.runs import (
 )
 
 CHECKPOINT_FORMAT = 1
-RESUME_FREE_KEYS = ("out", "device", "threads", "compile")  # may differ between a checkpoint and the run resuming it
+TRACKER_KEYS = ("loggers", "wandb_mode", "wandb_project", "mlflow_tracking_uri")
+RESUME_FREE_KEYS = ("out", "device", "threads", "compile", *TRACKER_KEYS)  # may differ between a checkpoint and the run resuming it
 
 
 class RunLogger:
@@ -353,7 +354,9 @@ class Trainer:
         notify: Callable[[str], None] | None = None,
     ):
         self.run = run
-        self.loggers = list(loggers or [])
+        from metaconstraint.trackers import make_loggers
+
+        self.loggers = list(loggers or []) + make_loggers(run)
         self.notify = notify or (lambda message: print(message, file=sys.stderr))
         self.algorithm_config = algorithm_config
         self.device = resolve_device(run.device)
@@ -869,7 +872,10 @@ def evaluate_run(run_dir: Path, episodes: int | None = None, device: str = "cpu"
 def validate_run(run: RunConfig, algorithm_config: AlgorithmConfig) -> dict[str, Any]:
     """Every check a run makes before it trains, without loading transitions or writing anything
     (``run --dry-run``). Returns the resolved config and the run folders it would write."""
+    from metaconstraint.trackers import check_available
+
     device = resolve_device(run.device)
+    check_available(run.loggers)
     _, info, _ = open_dataset(run.dataset, 1)
     directories = [run_directory(run.out, run.algorithm, info.dataset_id, run.seed + i, run.tag) for i in range(run.seeds)]
     for directory in directories:
