@@ -122,7 +122,7 @@ def algorithm_page(name: str, cls) -> str:
     config = cls.Config
     return "\n".join(
         [
-            f"# {title.strip()}",
+            f"# {title.strip().rstrip('.')}",
             "",
             body.strip(),
             "",
