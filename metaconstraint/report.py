@@ -465,6 +465,26 @@ def plot_curves(table: ScoreTable, runs: list[RunResult], key: str, ylabel: str,
     return path
 
 
+def sample_note(result: stats.Aggregates) -> str:
+    """What an aggregate plot rests on: runs per algorithm, datasets, bootstrap samples."""
+    runs = ", ".join(f"{a} {result.runs[a]}" for a in result.algorithms)
+    return (
+        f"runs: {runs} ({len(result.datasets)} dataset(s) x seeds); {result.reps} stratified bootstrap samples, "
+        f"{100 * result.confidence:.0f}% percentile intervals"
+    )
+
+
+def _save_with_note(figure, result: stats.Aggregates, path: Path) -> Path:
+    """The note under the plot, and in the PNG's Description field for tools that read it."""
+    import textwrap
+
+    note = sample_note(result)
+    width = int(15 * figure.get_figwidth())  # characters of 7.5 pt text that fit across the figure
+    figure.supxlabel("\n".join(textwrap.wrap(note, width)), fontsize=7.5, color="0.3")
+    figure.savefig(path, dpi=110, metadata={"Description": note})
+    return path
+
+
 def plot_aggregates(result: stats.Aggregates, path: Path) -> Path:
     names = list(stats.STATISTICS)
     figure, axes = _figure(len(names), width=4.0, height=0.6 + 0.45 * len(result.algorithms))
@@ -479,8 +499,7 @@ def plot_aggregates(result: stats.Aggregates, path: Path) -> Path:
         axis.set_title(f"{name} ({100 * result.confidence:.0f}% CI)", fontsize=10)
         axis.set_xlabel("normalised score")
         axis.grid(axis="x", alpha=0.3)
-    figure.savefig(path, dpi=110)
-    return path
+    return _save_with_note(figure, result, path)
 
 
 def plot_profiles(result: stats.Aggregates, path: Path) -> Path:
@@ -495,8 +514,7 @@ def plot_profiles(result: stats.Aggregates, path: Path) -> Path:
     axis.set_title(f"performance profiles ({100 * result.confidence:.0f}% bands)", fontsize=10)
     axis.grid(alpha=0.3)
     axis.legend(fontsize=8)
-    figure.savefig(path, dpi=110)
-    return path
+    return _save_with_note(figure, result, path)
 
 
 def plot_improvement(result: stats.Aggregates, path: Path) -> Path | None:
@@ -514,8 +532,7 @@ def plot_improvement(result: stats.Aggregates, path: Path) -> Path | None:
     axis.set_xlim(0, 1)
     axis.set_xlabel(f"P({result.reference} > algorithm)")
     axis.set_title(f"probability of improvement ({100 * result.confidence:.0f}% CI)", fontsize=10)
-    figure.savefig(path, dpi=110)
-    return path
+    return _save_with_note(figure, result, path)
 
 
 # ----------------------------------------------------------------------------- the whole report
