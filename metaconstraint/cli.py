@@ -78,6 +78,7 @@ def _train_or_check(values: dict, resume: bool, dry_run: bool) -> None:
     from metaconstraint.config import ConfigError, build_configs
     from metaconstraint.rl.data import DatasetError
     from metaconstraint.runs import RunFolderError
+    from metaconstraint.trackers import TrackerError
     from metaconstraint.training import (
         DeviceError,
         ResumeError,
@@ -153,6 +154,9 @@ def _train_or_check(values: dict, resume: bool, dry_run: bool) -> None:
             progress.stop()
             fail(str(error))
         except RunFolderError as error:
+            progress.stop()
+            fail(str(error), EXIT_IO)
+        except TrackerError as error:
             progress.stop()
             fail(str(error), EXIT_IO)
     _print_summaries(summaries, trainer.directories)

@@ -19,6 +19,7 @@ ids are kept in the run folder; TensorBoard purges events after the checkpoint's
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import json
 import os
@@ -110,6 +111,10 @@ def _run_name(config: dict[str, Any], seed: int) -> str:
     return f"{config['algorithm']} {config['dataset']} seed{seed}{tag}"
 
 
+class TrackerError(RuntimeError):
+    """A tracker failed (cannot start its run, cannot reach its server, ...); the message says which."""
+
+
 class TrackerLogger:
     """One tracker, one tracker run per seed folder. Subclasses fill in the four ``_`` methods."""
 
@@ -121,19 +126,32 @@ class TrackerLogger:
 
     def start(self, config: dict[str, Any], seeds: list[int], directories: list[Path]) -> None:
         config = {**config, "dataset": self.run.dataset}
-        self.handles = [
-            self._open({**config, "seed": seed, "seeds": 1}, seed, Path(directory))
-            for seed, directory in zip(seeds, directories)
-        ]
+        with self._reported("start its run"):
+            self.handles = [
+                self._open({**config, "seed": seed, "seeds": 1}, seed, Path(directory))
+                for seed, directory in zip(seeds, directories)
+            ]
 
     def log(self, rows: list[dict[str, Any]]) -> None:
-        for handle, row in zip(self.handles, rows):
-            self._log(handle, int(row["step"]), _numbers(row))
+        with self._reported("log the metrics"):
+            for handle, row in zip(self.handles, rows):
+                self._log(handle, int(row["step"]), _numbers(row))
 
     def finish(self, summaries: list[dict[str, Any]]) -> None:
-        for handle, summary in zip(self.handles, summaries):
-            self._finish(handle, summary)
+        with self._reported("log the summary"):
+            for handle, summary in zip(self.handles, summaries):
+                self._finish(handle, summary)
         self.handles = []
+
+    @contextlib.contextmanager
+    def _reported(self, doing: str):
+        try:
+            yield
+        except Exception as error:  # the tracker's own exception types are many; name the tracker
+            raise TrackerError(
+                f"--logger {self.name}: could not {doing} ({type(error).__name__}: {error}). metrics.jsonl/csv are "
+                f"written up to the last checkpoint: fix the tracker, then continue with `metaconstraint resume RUN_FOLDER`."
+            ) from error
 
     def close(self, failed: bool = True) -> None:
         """End the tracker runs of a run that stopped early (diverged, interrupted, failed)."""

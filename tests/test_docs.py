@@ -58,6 +58,7 @@ def test_cli_reference_lists_every_command_and_option(site):
     for command in ("metaconstraint run", "metaconstraint compare", "metaconstraint report", "metaconstraint datasets collect"):
         assert command in cli
     assert "--logger" in cli and "--outer-loss" in cli and "--bootstrap-samples" in cli
+    assert "OUT/&lt;algorithm&gt;/&lt;dataset&gt;/seed&lt;K&gt;" in cli  # help text with angle brackets survives
 
 
 def test_the_site_loads_nothing_from_outside_itself(site):

@@ -76,12 +76,7 @@ def test_report_writes_aggregate_table_and_plots_from_run_folders(tmp_path):
         note = Image.open(out / name).text["Description"]
         assert "runs: aspc 6, bc 5, td3bc 6 (2 dataset(s) x seeds)" in note and "300 stratified bootstrap samples" in note
 
-    # the same report again: same intervals (the bootstrap is seeded); another seed moves them
+    # the same report again: the same intervals (the bootstrap is seeded)
     again = runner.invoke(app, ["report", str(tmp_path / "runs"), "--out", str(tmp_path / "again"), "--bootstrap-samples", "300"])
     assert again.exit_code == 0
     assert row((tmp_path / "again" / "results.md").read_text(), "td3bc")[2:] == td3bc[2:]
-    other = runner.invoke(
-        app, ["report", str(tmp_path / "runs"), "--out", str(tmp_path / "other"), "--bootstrap-samples", "300", "--bootstrap-seed", "7"]
-    )
-    assert other.exit_code == 0
-    assert row((tmp_path / "other" / "results.md").read_text(), "td3bc")[2:] != td3bc[2:]

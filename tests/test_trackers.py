@@ -134,6 +134,16 @@ def test_a_missing_tracker_says_how_to_install_it(tmp_path, monkeypatch):
 
 
 @needs_trackers
+def test_a_failing_tracker_stops_the_run_with_its_name(tmp_path):
+    args = ["run", "td3bc", "--dataset", DOOR, *TINY, "--out", str(tmp_path), "--logger", "mlflow"]
+    result = runner.invoke(app, [*args, "--mlflow-tracking-uri", "nonsense-scheme://nowhere"], env=ENV)
+    assert result.exit_code == 4, result.output
+    text = " ".join(result.output.split())
+    assert "--logger mlflow: could not start its run" in text and "nonsense-scheme" in text
+    assert "Traceback" not in result.output
+
+
+@needs_trackers
 def test_compare_passes_loggers_to_every_cell(tmp_path):
     from metaconstraint.grid import expand_grid, run_cell
 

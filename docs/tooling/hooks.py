@@ -186,7 +186,21 @@ def cli_page() -> str:
         "`metaconstraint COMMAND --help`."
     )
     title, _, rest = body.partition("\n")
-    return f"{title}\n\n{intro}\n{rest}"
+    return f"{title}\n\n{intro}\n{_escape_angles(rest)}"
+
+
+def _escape_angles(markdown: str) -> str:
+    """``<`` outside code spans and blocks as ``&lt;``: help texts such as ``OUT/<algorithm>/`` are
+    not HTML tags (Markdown would drop them)."""
+    lines, fenced = [], False
+    for line in markdown.splitlines():
+        if line.startswith("```"):
+            fenced = not fenced
+        if not fenced and not line.startswith("```"):
+            parts = line.split("`")
+            line = "`".join(part if i % 2 else part.replace("<", "&lt;") for i, part in enumerate(parts))
+        lines.append(line)
+    return "\n".join(lines) + "\n"
 
 
 def registered_algorithms() -> dict:
