@@ -13,8 +13,10 @@ asked for, and none of them touches the network unless the user asks:
 - ``mlflow``: a file store in ``<run folder>/mlruns`` by default; ``mlflow_tracking_uri`` sends
   the runs anywhere MLflow can (a server, a database, another folder).
 
-A resumed run continues the same tracker run where the tracker allows it (the W&B and MLflow run
-ids are kept in the run folder; TensorBoard purges events after the checkpoint's step).
+A resumed run continues the same tracker run: ``tracker-<name>.json`` in the run folder keeps the
+tracker's run id and the last step it received. The resumed session recomputes the iterations after
+its checkpoint bit for bit, so records up to that step, which the tracker already holds, are not
+sent again (no duplicate points).
 """
 
 from __future__ import annotations
@@ -36,9 +38,7 @@ if TYPE_CHECKING:
 TRACKER_NAMES = ("tensorboard", "wandb", "mlflow")
 TENSORBOARD_DIR = "tensorboard"
 WANDB_DIR = "wandb"
-WANDB_ID_FILE = "wandb-run-id.txt"
 MLFLOW_DIR = "mlruns"
-MLFLOW_ID_FILE = "mlflow-run-id.txt"
 DEFAULT_PROJECT = "metaconstraint"
 
 
@@ -98,12 +98,23 @@ def _numbers(record: dict[str, Any]) -> dict[str, float]:
     }
 
 
-def _last_step(directory: Path) -> int:
-    """The last step already in ``metrics.jsonl`` (0 for a fresh run): a resumed run continues after it."""
-    from metaconstraint.runs import MetricsLog
+def record_path(directory: Path, tracker: str) -> Path:
+    """``tracker-<name>.json``: the tracker's run id and the last step sent to it."""
+    return Path(directory) / f"tracker-{tracker}.json"
 
-    records = MetricsLog.read(directory)
-    return int(records[-1]["step"]) if records else 0
+
+def _resumed(directory: Path) -> bool:
+    from metaconstraint.runs import checkpoint_paths
+
+    return bool(checkpoint_paths(directory))
+
+
+def _read_record(directory: Path, tracker: str) -> dict[str, Any]:
+    path = record_path(directory, tracker)
+    try:
+        return json.loads(path.read_text()) if path.exists() else {}
+    except (OSError, ValueError):
+        return {}  # unreadable: start a new tracker run rather than fail the training run
 
 
 def _run_name(config: dict[str, Any], seed: int) -> str:
@@ -123,19 +134,36 @@ class TrackerLogger:
     def __init__(self, run: RunConfig):
         self.run = run
         self.handles: list[Any] = []
+        self.records: list[dict[str, Any]] = []  # per seed: run_id, step (the last step sent)
+        self.directories: list[Path] = []
 
     def start(self, config: dict[str, Any], seeds: list[int], directories: list[Path]) -> None:
         config = {**config, "dataset": self.run.dataset}
+        self.directories = [Path(d) for d in directories]
+        # A fresh run (no checkpoint: the trainer removed an earlier run's) starts new tracker runs.
+        self.records = [_read_record(d, self.name) if _resumed(d) else {} for d in self.directories]
         with self._reported("start its run"):
-            self.handles = [
-                self._open({**config, "seed": seed, "seeds": 1}, seed, Path(directory))
-                for seed, directory in zip(seeds, directories)
-            ]
+            self.handles = []
+            for seed, directory, record in zip(seeds, self.directories, self.records):
+                handle, record["run_id"] = self._open({**config, "seed": seed, "seeds": 1}, seed, directory, record.get("run_id"))
+                record.setdefault("step", 0)
+                self.handles.append(handle)
+                self._save(directory, record)
 
     def log(self, rows: list[dict[str, Any]]) -> None:
         with self._reported("log the metrics"):
-            for handle, row in zip(self.handles, rows):
-                self._log(handle, int(row["step"]), _numbers(row))
+            for handle, row, record, directory in zip(self.handles, rows, self.records, self.directories):
+                step = int(row["step"])
+                if step <= record["step"]:
+                    continue  # sent by the session this run resumes from (the same values: resume is exact)
+                self._log(handle, step, _numbers(row))
+                record["step"] = step
+                self._save(directory, record)
+
+    def _save(self, directory: Path, record: dict[str, Any]) -> None:
+        from metaconstraint.runs import atomic_write_json
+
+        atomic_write_json(record_path(directory, self.name), record)
 
     def finish(self, summaries: list[dict[str, Any]]) -> None:
         with self._reported("log the summary"):
@@ -159,7 +187,8 @@ class TrackerLogger:
             self._close(handle, failed)
         self.handles = []
 
-    def _open(self, config: dict[str, Any], seed: int, directory: Path) -> Any:
+    def _open(self, config: dict[str, Any], seed: int, directory: Path, run_id: str | None) -> tuple[Any, str | None]:
+        """Open (or, given the ``run_id`` of an earlier session, reopen) the seed's tracker run."""
         raise NotImplementedError
 
     def _log(self, handle: Any, step: int, values: dict[str, float]) -> None:
@@ -178,17 +207,19 @@ class TensorBoardLogger(TrackerLogger):
 
     name = "tensorboard"
 
-    def _open(self, config, seed, directory):
+    def _open(self, config, seed, directory, run_id):
         from torch.utils.tensorboard import SummaryWriter
 
         from metaconstraint.config import to_toml
 
-        resumed_after = _last_step(directory)
-        # purge_step drops events an interrupted session wrote after the checkpoint it resumes from
-        writer = SummaryWriter(log_dir=str(directory / TENSORBOARD_DIR), purge_step=resumed_after + 1 if resumed_after else None)
-        writer.add_text("config", "```toml\n" + to_toml(config) + "```", global_step=resumed_after)
-        writer.flush()
-        return writer
+        if run_id is None:  # a fresh run: an earlier run's events in this folder would mix with its own
+            for stale in (directory / TENSORBOARD_DIR).glob("events.out.tfevents.*"):
+                stale.unlink()
+        writer = SummaryWriter(log_dir=str(directory / TENSORBOARD_DIR))  # a resumed session adds an event file
+        if run_id is None:
+            writer.add_text("config", "```toml\n" + to_toml(config) + "```", global_step=0)
+            writer.flush()
+        return writer, "tensorboard"
 
     def _log(self, writer, step, values):
         for key, value in values.items():
@@ -222,16 +253,12 @@ class WandbLogger(TrackerLogger):
 
     name = "wandb"
 
-    def _open(self, config, seed, directory):
+    def _open(self, config, seed, directory, run_id):
         mode = self.run.wandb_mode or "offline"
         _quiet_wandb_environment(mode)
         import wandb
 
-        from metaconstraint.runs import atomic_write_text
-
-        id_file = directory / WANDB_ID_FILE
-        run_id = id_file.read_text().strip() if id_file.exists() else secrets.token_hex(8)
-        atomic_write_text(id_file, run_id + "\n")
+        run_id = run_id or secrets.token_hex(8)
         settings = wandb.Settings(mode=mode, silent=True, console="off", x_disable_stats=True, x_disable_meta=True)
         return wandb.init(
             project=self.run.wandb_project or DEFAULT_PROJECT,
@@ -243,7 +270,7 @@ class WandbLogger(TrackerLogger):
             resume="allow",
             reinit="create_new",
             settings=settings,
-        )
+        ), run_id
 
     def _log(self, handle, step, values):
         handle.log(values, step=step)
@@ -278,20 +305,17 @@ class MLflowLogger(TrackerLogger):
     name = "mlflow"
     BATCH = 100  # MLflow accepts at most 100 params per log_batch
 
-    def _open(self, config, seed, directory):
+    def _open(self, config, seed, directory, run_id):
         _quiet_mlflow_environment(default_store=self.run.mlflow_tracking_uri is None)
         from mlflow.entities import Param
         from mlflow.tracking import MlflowClient
 
         from metaconstraint.config import to_toml
-        from metaconstraint.runs import atomic_write_text
 
         uri = self.run.mlflow_tracking_uri or (directory.resolve() / MLFLOW_DIR).as_uri()
         client = MlflowClient(tracking_uri=uri)
         experiment = client.get_experiment_by_name(DEFAULT_PROJECT)
         experiment_id = experiment.experiment_id if experiment else client.create_experiment(DEFAULT_PROJECT)
-        id_file = directory / MLFLOW_ID_FILE
-        run_id = id_file.read_text().strip() if id_file.exists() else None
         if run_id is not None and self._exists(client, run_id):
             client.update_run(run_id, status="RUNNING")
         else:
@@ -300,8 +324,7 @@ class MLflowLogger(TrackerLogger):
             for start in range(0, len(params), self.BATCH):
                 client.log_batch(run_id, params=params[start : start + self.BATCH])
             client.log_text(run_id, to_toml(config), "config.toml")
-            atomic_write_text(id_file, run_id + "\n")
-        return client, run_id
+        return (client, run_id), run_id
 
     @staticmethod
     def _exists(client, run_id: str) -> bool:

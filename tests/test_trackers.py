@@ -84,7 +84,7 @@ def test_mlflow_file_store_holds_params_metrics_and_summary(logged_run, monkeypa
     client = MlflowClient(tracking_uri=(run_dir / "mlruns").as_uri())
     experiment = client.get_experiment_by_name("metaconstraint")
     (run,) = client.search_runs([experiment.experiment_id])
-    assert run.info.run_id == (run_dir / "mlflow-run-id.txt").read_text().strip()
+    assert run.info.run_id == json.loads((run_dir / "tracker-mlflow.json").read_text())["run_id"]
     assert run.info.status == "FINISHED" and run.info.run_name == f"aspc {DOOR} seed0"
     assert run.data.params["alpha_lr"] == str(config["alpha_lr"]) and run.data.params["steps"] == "60"
     assert json.loads(run.data.params["outer_losses"]) == config["outer_losses"]
@@ -104,7 +104,7 @@ def test_wandb_offline_run_holds_history_config_and_summary(logged_run):
     run_dir, series, summary, config = logged_run
     (offline,) = (run_dir / "wandb").glob("offline-run-*")  # offline: nothing was sent anywhere
     (log_file,) = offline.glob("run-*.wandb")
-    assert log_file.name == f"run-{(run_dir / 'wandb-run-id.txt').read_text().strip()}.wandb"
+    assert log_file.name == f"run-{json.loads((run_dir / 'tracker-wandb.json').read_text())['run_id']}.wandb"
     inspect = [sys.executable, "-m", "wandb", "leet", "inspect", "--json", str(log_file)]
     env = {**os.environ, **ENV}
     records = [json.loads(line) for line in subprocess.run(inspect, capture_output=True, text=True, env=env, check=True).stdout.splitlines()]
@@ -155,3 +155,34 @@ def test_compare_passes_loggers_to_every_cell(tmp_path):
     assert tomllib.loads((run_dir / "config.toml").read_text())["loggers"] == ["tensorboard"]
     help_text = runner.invoke(app, ["compare", "--help"]).output
     assert "--logger" in help_text and not math.isnan(summary["final_score"])
+
+
+@needs_trackers
+def test_a_resumed_run_continues_its_tracker_runs_without_duplicate_points(tmp_path, monkeypatch):
+    """A run that died after logging step 60 but before checkpointing it resumes from step 30: every
+    tracker keeps one run with steps 30 and 60 once each (the resumed session recomputes 31..60
+    exactly, so what the trackers hold already is not sent again)."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    args = ["run", "td3bc", "--dataset", DOOR, *TINY, "--out", str(tmp_path)] + [f"--logger={t}" for t in TRACKERS]
+    assert runner.invoke(app, args, env=ENV, catch_exceptions=False).exit_code == 0
+    run_dir = tmp_path / "td3bc" / "D4RL__door__human-v2" / "seed0"
+    ids = {t: json.loads((run_dir / f"tracker-{t}.json").read_text())["run_id"] for t in TRACKERS}
+    (run_dir / "summary.json").unlink()
+    (run_dir / "checkpoints" / "step00000060.pt").unlink()
+    result = runner.invoke(app, ["resume", str(run_dir)], env=ENV, catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    assert {t: json.loads((run_dir / f"tracker-{t}.json").read_text()) for t in TRACKERS} == {
+        t: {"run_id": ids[t], "step": 60} for t in TRACKERS
+    }
+    events = EventAccumulator(str(run_dir / "tensorboard"))
+    events.Reload()
+    assert [e.step for e in events.Scalars("critic_loss")] == [30, 60]
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=(run_dir / "mlruns").as_uri())
+    (run,) = client.search_runs([client.get_experiment_by_name("metaconstraint").experiment_id])
+    assert run.info.run_id == ids["mlflow"] and run.info.status == "FINISHED"
+    assert sorted(m.step for m in client.get_metric_history(run.info.run_id, "critic_loss")) == [30, 60]
+    assert len(list((run_dir / "wandb").glob(f"offline-run-*-{ids['wandb']}"))) == 2  # one folder per session, one run id
