@@ -199,6 +199,9 @@ def run(
     outer_loss: Optional[list[str]] = typer.Option(
         None, "--outer-loss", help="Outer loss (repeatable): l1, l2, l2-ema, l3 or module:function, optionally =WEIGHT."
     ),
+    objective: Optional[str] = typer.Option(
+        None, "--objective", help="Inner objective of aspc/aspc-iql: td3bc, awr or module:factory (docs/extending.md)."
+    ),
     alpha_lr_decay_steps: Optional[int] = typer.Option(None, help="ASPC: alpha lr decay horizon (default: --steps)."),
     logger: Optional[list[Tracker]] = typer.Option(
         None, "--logger", help="Also log to a tracker (repeatable): tensorboard, wandb (offline by default), mlflow (file store in the run folder)."
@@ -235,6 +238,7 @@ def run(
         "compile": compile or None,
         "out": out,
         "outer_losses": outer_loss or None,
+        "objective": objective,
         "alpha_lr_decay_steps": alpha_lr_decay_steps,
         **tracker_values(logger, wandb_mode, wandb_project, mlflow_tracking_uri),
     }

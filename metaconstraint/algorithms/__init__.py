@@ -1,7 +1,7 @@
 """Algorithm assemblies: each a config plus the update it runs, registered by name."""
 
 from metaconstraint.algorithms.aspc import ASPC, ASPCConfig
-from metaconstraint.algorithms.base import ALGORITHMS, Algorithm, AlgorithmConfig, ProblemSpec, register_algorithm
+from metaconstraint.algorithms.base import ALGORITHMS, Algorithm, AlgorithmConfig, ProblemSpec, define_algorithm, register_algorithm
 from metaconstraint.algorithms.td3bc import TD3BC, TD3BCConfig
 from metaconstraint.algorithms.wpc import WPC, WPCConfig
 from metaconstraint.algorithms.a2pr import A2PR, A2PRConfig
@@ -31,5 +31,6 @@ __all__ = [
     "TD3BCConfig",
     "WPC",
     "WPCConfig",
+    "define_algorithm",
     "register_algorithm",
 ]

@@ -9,6 +9,9 @@ Every ``policy_freq * alpha_interval`` iterations (2 x 10 = 20) the actor step i
 (:mod:`metaconstraint.outer_losses.builtin`); the virtual step is then committed. Adam on
 :math:`\rho` with lr 2e-3 decays exponentially to 1% over ``alpha_lr_decay_steps`` iterations
 (default: the run's length, as the paper's 1M-iteration schedule).
+
+The inner objective is a config value, ``objective`` (default ``"td3bc"``; any registered name or
+``module:factory``, built with ``actor`` and ``critic``): the bilevel machinery is the same for all.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from pydantic import Field, field_validator
 from metaconstraint.algorithms.base import register_algorithm
 from metaconstraint.algorithms.td3bc import TD3BC, TD3BCConfig
 from metaconstraint.engine import MetaParameter, MetaParameters, bilevel_step
+from metaconstraint.objectives import build_objective, resolve_objective
 from metaconstraint.outer_losses import resolve_outer_losses
 
 
@@ -31,6 +35,7 @@ class ASPCConfig(TD3BCConfig):
     )
     alpha_final_lr_fraction: float = Field(0.01, gt=0, le=1)
     outer_losses: list[str] = Field(default_factory=lambda: ["l1", "l2", "l3"], min_length=1)
+    objective: str = Field("td3bc", description="Inner objective: a registered name or module:factory.")
 
     @field_validator("outer_losses")
     @classmethod
@@ -38,11 +43,20 @@ class ASPCConfig(TD3BCConfig):
         resolve_outer_losses(specs)  # raises a clear ValueError for unknown names or bad weights
         return specs
 
+    @field_validator("objective")
+    @classmethod
+    def _known_objective(cls, spec: str) -> str:
+        resolve_objective(spec)
+        return spec
+
 
 @register_algorithm
 class ASPC(TD3BC):
     name = "aspc"
     Config = ASPCConfig
+
+    def build_objective(self):
+        return build_objective(self.config.objective, actor=self.actor, critic=self.critic)
 
     @property
     def meta_interval(self) -> int:

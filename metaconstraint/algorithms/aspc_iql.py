@@ -56,7 +56,7 @@ class ASPCIQL(IQL):
 
     def build_objective(self):
         if self.config.objective == "awr":
-            return super().build_objective()
+            return super().build_objective()  # with the configured max_weight
         return build_objective(self.config.objective, actor=self.actor, critic=self.critic)
 
     def meta_parameter_specs(self):

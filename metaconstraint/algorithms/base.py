@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import torch
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, model_validator
 from torch import Tensor
 
 from metaconstraint.rl.buffer import MemberSampler
@@ -80,3 +80,29 @@ ALGORITHMS: dict[str, type[Algorithm]] = {}
 def register_algorithm(cls: type[Algorithm]) -> type[Algorithm]:
     ALGORITHMS[cls.name] = cls
     return cls
+
+
+def define_algorithm(name: str, base: str | type[Algorithm], **defaults: Any) -> type[Algorithm]:
+    """Register ``name`` as the algorithm ``base`` with other config defaults: an algorithm as a
+    configuration, naming e.g. its ``objective``, ``outer_losses`` and meta-parameter settings
+    (``alpha``, ``alpha_lr``, ...). Keys the run gives still override these defaults.
+
+    >>> define_algorithm("aspc-l1-only", "aspc", outer_losses=["l1"])  # doctest: +SKIP
+    """
+    base_cls = ALGORITHMS[base] if isinstance(base, str) else base
+    if not (isinstance(base_cls, type) and issubclass(base_cls, Algorithm)):
+        raise TypeError(f"define_algorithm: base must be an algorithm name or class, got {base!r}")
+    base_cls.Config(**defaults)  # the defaults themselves must validate: fail here, not at the first run
+
+    def fill_defaults(cls, data):
+        return {**defaults, **data} if isinstance(data, dict) else data
+
+    title = "".join(part.capitalize() for part in name.replace("_", "-").split("-"))
+    config = type(
+        f"{title}Config",
+        (base_cls.Config,),
+        {"__module__": base_cls.__module__, "__doc__": f"{base_cls.Config.__name__} with defaults {defaults}.",
+         "_defaults": model_validator(mode="before")(classmethod(fill_defaults))},
+    )
+    algorithm = type(title, (base_cls,), {"name": name, "Config": config, "__module__": base_cls.__module__})
+    return register_algorithm(algorithm)

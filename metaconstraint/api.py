@@ -1,0 +1,79 @@
+"""The Python API: the CLI's ``run`` as an object for notebooks and scripts.
+
+>>> from metaconstraint import Experiment                                  # doctest: +SKIP
+>>> experiment = Experiment("aspc", "dapg/pen/expert-v0", steps=2_000, out="runs-notebook")
+>>> summary = experiment.fit()[0]              # trains, evaluates, writes the run folder(s)
+>>> experiment.evaluate(episodes=5)            # (seeds, episodes) D4RL-normalised scores
+>>> experiment.history("alpha")                # [(step, value), ...] of the first seed
+
+Options are the flat keys of a run's ``config.toml`` (``steps``, ``seeds``, ``eval_every``,
+``outer_losses``, ``objective``, ``alpha_lr``, ...), validated exactly as on the command line.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from metaconstraint.algorithms import Algorithm
+from metaconstraint.config import build_configs
+from metaconstraint.runs import MetricsLog
+from metaconstraint.training import Trainer
+
+
+class Experiment:
+    """One algorithm on one dataset for one or more seeds (stacked), with its run folders.
+
+    ``algorithm``: a registered name (``"aspc"``, ``"aspc-iql"``, one made by
+    :func:`~metaconstraint.algorithms.define_algorithm`) or the class itself. Attributes after
+    construction: ``algorithm`` (the built :class:`~metaconstraint.algorithms.Algorithm`, networks
+    and config), ``config`` (its validated config), ``run`` (the run config), ``directories`` (one
+    run folder per seed); after :meth:`fit`: ``state`` (parameters, optimizer and meta states) and
+    ``summaries``.
+    """
+
+    def __init__(self, algorithm: str | type[Algorithm], dataset: str, **options: Any):
+        name = algorithm if isinstance(algorithm, str) else algorithm.name
+        self.run, self.config = build_configs({"algorithm": name, "dataset": dataset, **options}, source="Experiment options")
+        self.trainer = Trainer(self.run, self.config, notify=lambda message: None)
+        self.algorithm: Algorithm = self.trainer.algorithm
+        self.directories: list[Path] = self.trainer.directories
+        self.seeds: list[int] = self.trainer.seeds
+        self.state: dict[str, Any] | None = None
+        self.summaries: list[dict[str, Any]] = []
+
+    def fit(self, resume: bool = False) -> list[dict[str, Any]]:
+        """Train ``steps`` iterations and return one summary per seed (the contents of
+        ``summary.json``). The run starts afresh in its folders, replacing a run found there;
+        ``resume=True`` continues that run from its newest checkpoint instead."""
+        self.summaries = self.trainer.fit(resume=resume)
+        self.state = self.trainer.state
+        return self.summaries
+
+    def evaluate(self, episodes: int | None = None) -> np.ndarray:
+        """D4RL-normalised scores ``(seeds, episodes)`` of the trained policies on seeded episodes."""
+        return self.trainer.evaluate(self._trained(), episodes)
+
+    def act(self, observations) -> np.ndarray:
+        """The first seed's deterministic actions ``(N, action_dim)`` for raw observations ``(N, obs_dim)``."""
+        obs = torch.as_tensor(np.asarray(observations, dtype=np.float32), device=self.trainer.device)
+        stacked = obs.unsqueeze(0).expand(len(self.seeds), *obs.shape)
+        return self.algorithm.act(self._trained(), self.trainer.normalizer(stacked))[0].cpu().numpy()
+
+    def history(self, name: str, seed: int | None = None) -> list[tuple[int, float]]:
+        """``[(step, value), ...]`` of a metric (``"alpha"``, ``"score"``, ``"critic_loss"``, ...) from
+        the run folder of ``seed`` (default: the first). ``"alpha"`` is the learned constraint scale
+        (beta for aspc-iql)."""
+        seed = self.seeds[0] if seed is None else seed
+        if seed not in self.seeds:
+            raise ValueError(f"seed {seed} is not one of this experiment's seeds {self.seeds}.")
+        records = MetricsLog.read(self.directories[self.seeds.index(seed)])
+        return [(int(r["step"]), float(r[name])) for r in records if name in r]
+
+    def _trained(self) -> dict[str, Any]:
+        if self.state is None:
+            raise RuntimeError("the experiment has not been trained yet: call fit() first.")
+        return self.state
