@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 from pathlib import Path
@@ -137,7 +138,8 @@ def _train_or_check(values: dict, resume: bool, dry_run: bool) -> None:
                 summaries = trainer.fit(resume=resume)
             except BaseException:
                 for logger in trainer.loggers:  # end the tracker runs of a run that stopped early
-                    getattr(logger, "close", lambda: None)()
+                    with contextlib.suppress(Exception):  # never hide why the run stopped
+                        getattr(logger, "close", lambda: None)()
                 raise
         except TrainingDiverged as error:
             progress.stop()

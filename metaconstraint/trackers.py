@@ -138,7 +138,6 @@ class TrackerLogger:
         self.directories: list[Path] = []
 
     def start(self, config: dict[str, Any], seeds: list[int], directories: list[Path]) -> None:
-        config = {**config, "dataset": self.run.dataset}
         self.directories = [Path(d) for d in directories]
         # A fresh run (no checkpoint: the trainer removed an earlier run's) starts new tracker runs.
         self.records = [_read_record(d, self.name) if _resumed(d) else {} for d in self.directories]

@@ -665,7 +665,7 @@ class Trainer:
         if self.progress:
             self.progress(start, None, None)
         for logger in self.loggers:
-            logger.start(resolved_config(run, self.algorithm_config), self.seeds, self.directories)
+            logger.start(self.resolved, self.seeds, self.directories)
 
         def clock(iteration: int) -> None:
             elapsed = time.perf_counter() - train_clock

@@ -42,7 +42,8 @@ def by_metric(records):
 @pytest.fixture(scope="module")
 def logged_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("trackers")
-    args = ["run", "aspc", "--dataset", DOOR, *TINY, "--out", str(out)]
+    # a short name: the trackers get the resolved config of config.toml (the Minari id)
+    args = ["run", "aspc", "--dataset", "door-human", *TINY, "--out", str(out)]
     args += [f"--logger={name}" for name in TRACKERS]
     result = runner.invoke(app, args, env=ENV, catch_exceptions=False)
     assert result.exit_code == 0, result.output
