@@ -237,14 +237,9 @@ class TensorBoardLogger(TrackerLogger):
 
 
 # ----------------------------------------------------------------------------- Weights & Biases
-def _quiet_wandb_environment(mode: str) -> None:
-    """Offline W&B sends nothing; these keep it from reporting errors or probing git either way."""
-    os.environ.setdefault("WANDB_SILENT", "true")
+def _quiet_wandb_environment() -> None:
+    """W&B reports its own errors to its servers unless told not to; it reads this only at import."""
     os.environ.setdefault("WANDB_ERROR_REPORTING", "false")
-    os.environ.setdefault("WANDB_DISABLE_GIT", "true")
-    os.environ.setdefault("WANDB_DISABLE_CODE", "true")
-    if mode == "offline":
-        os.environ["WANDB_MODE"] = "offline"
 
 
 class WandbLogger(TrackerLogger):
@@ -254,11 +249,14 @@ class WandbLogger(TrackerLogger):
 
     def _open(self, config, seed, directory, run_id):
         mode = self.run.wandb_mode or "offline"
-        _quiet_wandb_environment(mode)
+        _quiet_wandb_environment()
         import wandb
 
         run_id = run_id or secrets.token_hex(8)
-        settings = wandb.Settings(mode=mode, silent=True, console="off", x_disable_stats=True, x_disable_meta=True)
+        settings = wandb.Settings(
+            mode=mode, silent=True, console="off", disable_git=True, disable_code=True, save_code=False,
+            x_disable_stats=True, x_disable_meta=True,  # no system-metrics sampler beside training
+        )
         return wandb.init(
             project=self.run.wandb_project or DEFAULT_PROJECT,
             name=_run_name(config, seed),
