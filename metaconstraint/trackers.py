@@ -35,9 +35,7 @@ if TYPE_CHECKING:
     from metaconstraint.config import RunConfig
 
 # Light at import (the CLI imports it for its flags): config, runs and the trackers load when used.
-TRACKER_NAMES = ("tensorboard", "wandb", "mlflow")
 TENSORBOARD_DIR = "tensorboard"
-WANDB_DIR = "wandb"
 MLFLOW_DIR = "mlruns"
 DEFAULT_PROJECT = "metaconstraint"
 
