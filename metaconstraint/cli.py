@@ -339,6 +339,7 @@ datasets_cli.register(datasets_app)
 from metaconstraint import grid_cli  # noqa: E402  (its commands import this module's console lazily)
 
 app.command("compare")(grid_cli.compare)
+app.command("sweep")(grid_cli.sweep)
 app.command("report")(grid_cli.report)
 
 

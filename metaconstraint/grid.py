@@ -1,29 +1,35 @@
-"""Comparison grids: algorithms x datasets x seeds, run on local worker processes.
+"""Comparison grids: algorithms x datasets x seeds, run on local worker processes or on Ray.
 
 A *cell* is one ``(algorithm, dataset, seed)`` run, described by the flat values ``build_configs``
 reads (``seeds = 1``). :func:`run_cell` trains one cell with the :class:`~metaconstraint.training.Trainer`
-and returns its summary; it is all a worker (a local process here, a Ray task elsewhere) calls.
-A cell whose ``summary.json`` exists is finished and skipped, so rerunning a grid resumes it; a cell
+and returns its summary; :func:`execute_cell` wraps it into plain data and is all a worker calls
+(a local process here, a Ray task in :mod:`metaconstraint.ray_backend`). A cell whose ``summary.json``
+exists is finished and skipped, so rerunning a grid resumes it, on either backend; a cell
 interrupted after a checkpoint continues from it when its ``config.toml`` is unchanged.
 
-Workers are spawned processes (``concurrent.futures.ProcessPoolExecutor``), each with
-``cores // workers`` torch threads (at most ``OMP_NUM_THREADS`` when set), reporting progress to the parent through one queue; a cell that
-fails (bad config, missing dataset, divergence, any exception) is recorded as failed and the grid
-goes on. ``OUT/grid.json`` records every cell's status (and a failed cell's error).
+:class:`LocalBackend` runs spawned processes (``concurrent.futures.ProcessPoolExecutor``), each with
+``cores // workers`` torch threads (at most ``OMP_NUM_THREADS`` when set), reporting progress to the
+parent through one queue. A cell that fails (bad config, missing dataset, divergence, any exception)
+is recorded as failed and the grid goes on. SIGINT/SIGTERM to the driver, or SIGTERM to one worker,
+stops the grid: queued cells are cancelled, running ones checkpoint and stop, and a rerun resumes.
+``OUT/grid.json`` records every cell's status (and a failed cell's error).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import queue as queue_module
 import shutil
+import signal
+import threading
 import time
 import tomllib
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Iterator
 
 GRID_FILE = "grid.json"
 
@@ -106,11 +112,16 @@ def cell_directory(values: dict[str, Any]) -> Path | None:
 
 
 def _same_config(directory: Path, expected: dict[str, Any]) -> bool:
+    """Whether the run folder's ``config.toml`` matches, up to the keys a resume may change (``out``,
+    ``device``, ...: a cell started on one backend or machine can be finished on another)."""
+    from metaconstraint.training import RESUME_FREE_KEYS
+
     try:
         written = tomllib.loads((directory / "config.toml").read_text())
     except (OSError, tomllib.TOMLDecodeError):
         return False
-    return written == json.loads(json.dumps(expected))
+    strip = lambda config: {k: v for k, v in config.items() if k not in RESUME_FREE_KEYS}  # noqa: E731
+    return strip(written) == strip(json.loads(json.dumps(expected)))
 
 
 def run_cell(values: dict[str, Any], progress: ProgressFn | None = None) -> dict[str, Any]:
@@ -142,7 +153,8 @@ def run_cell(values: dict[str, Any], progress: ProgressFn | None = None) -> dict
 # ----------------------------------------------------------------------------- outcomes
 @dataclass
 class CellOutcome:
-    """What became of one cell: ``done`` (trained now), ``skipped`` (finished before) or ``failed``."""
+    """What became of one cell: ``done`` (trained now), ``skipped`` (finished before), ``failed`` or
+    ``interrupted`` (stopped by a signal after a checkpoint, or not started)."""
 
     values: dict[str, Any]
     status: str
@@ -152,6 +164,8 @@ class CellOutcome:
     traceback: str | None = None
     seconds: float = 0.0
     note: str | None = None
+    node: str | None = None  # where it ran: a local worker's pid, a Ray node's address
+    resumed_from: int = 0  # the checkpoint iteration the run continued from (0: from the start)
 
     @property
     def name(self) -> str:
@@ -170,6 +184,8 @@ class CellOutcome:
             "traceback": self.traceback,
             "seconds": round(self.seconds, 3),
             "note": self.note,
+            "node": self.node,
+            "resumed_from": self.resumed_from,
         }
 
 
@@ -201,27 +217,33 @@ def _validate(values: dict[str, Any]) -> CellOutcome | None:
 
 
 # ----------------------------------------------------------------------------- worker side
-_PROGRESS_QUEUE = None
+RUN_FILES = ("config.toml", "environment.json", "metrics.jsonl", "metrics.csv", "summary.json")  # summary.json last
 
 
-def _init_worker(progress_queue, threads: int) -> None:
-    global _PROGRESS_QUEUE
-    import torch
+def resume_point(values: dict[str, Any]) -> int:
+    """The iteration of the cell's newest checkpoint (0 when it has none): where a retry continues."""
+    from metaconstraint.runs import checkpoint_paths, checkpoint_step
 
-    _PROGRESS_QUEUE = progress_queue
-    torch.set_num_threads(threads)
+    directory = cell_directory(values)
+    paths = checkpoint_paths(directory) if directory is not None else []
+    return checkpoint_step(paths[-1]) if paths else 0
 
 
-def _work(index: int, values: dict[str, Any]) -> dict[str, Any]:
-    """Run cell ``index`` in a worker; every exception becomes a ``failed`` outcome (plain data)."""
+def execute_cell(values: dict[str, Any], progress: ProgressFn | None = None) -> dict[str, Any]:
+    """Run one cell on a worker (a local process or a Ray task); the result is plain data.
+
+    ``status`` is ``done`` (with ``summary``), ``failed`` (``error``, ``traceback``: the cell failed
+    for its own reasons, the grid goes on) or ``interrupted`` (a signal stopped it after a checkpoint).
+    """
+    from metaconstraint.training import TrainingInterrupted
+
     start = time.perf_counter()
-
-    def progress(iteration: int, score: float | None, alpha: float | None) -> None:
-        if _PROGRESS_QUEUE is not None:
-            _PROGRESS_QUEUE.put((index, iteration, score, alpha))
-
+    resumed_from = resume_point(values)
     try:
         summary = run_cell(values, progress)
+    except TrainingInterrupted as error:
+        return {"status": "interrupted", "error": str(error), "signal": error.signal_number,
+                "seconds": time.perf_counter() - start}
     except Exception as error:  # noqa: BLE001 - a cell fails for its own reasons; the grid goes on
         message = str(error).strip() or repr(error)
         return {
@@ -230,8 +252,180 @@ def _work(index: int, values: dict[str, Any]) -> dict[str, Any]:
             "traceback": traceback.format_exc(),
             "seconds": time.perf_counter() - start,
         }
-    return {"status": "done", "summary": summary, "seconds": time.perf_counter() - start}
+    return {"status": "done", "summary": summary, "seconds": time.perf_counter() - start, "resumed_from": resumed_from}
 
+
+def read_run_files(directory: Path) -> dict[str, bytes]:
+    """A finished run's small files (not its checkpoints), to send back to a driver on another machine."""
+    return {name: (directory / name).read_bytes() for name in RUN_FILES if (directory / name).exists()}
+
+
+def deliver_run_files(directory: Path, files: dict[str, bytes]) -> list[str]:
+    """Write the files a remote worker sent back that ``directory`` lacks (it may be shared storage
+    that has them already); ``summary.json``, which marks the run finished, goes last."""
+    from metaconstraint.runs import atomic_write
+
+    written = []
+    for name in sorted(files, key=lambda n: n == "summary.json"):
+        target = Path(directory) / name
+        if not target.exists():
+            atomic_write(target, lambda handle, data=files[name]: handle.write(data))
+            written.append(name)
+    return written
+
+
+_PROGRESS_QUEUE = None
+_STOP_EVENT = None
+
+
+def _init_worker(progress_queue, stop_event, threads: int) -> None:
+    global _PROGRESS_QUEUE, _STOP_EVENT
+    import torch
+
+    _PROGRESS_QUEUE, _STOP_EVENT = progress_queue, stop_event
+    # Ctrl-C in a terminal signals the whole process group: the driver alone gets it and stops the
+    # workers itself, one SIGTERM each (a second signal would skip the run's final checkpoint).
+    os.setpgrp()
+
+    def between_runs(signum, frame):  # training replaces this handler while a run trains
+        stop_event.set()
+
+    signal.signal(signal.SIGINT, between_runs)
+    signal.signal(signal.SIGTERM, between_runs)
+    torch.set_num_threads(threads)
+
+
+def _local_work(index: int, values: dict[str, Any]) -> dict[str, Any]:
+    """Run cell ``index`` in a pool worker, unless the grid is stopping: then it is not started."""
+    if _STOP_EVENT is not None and _STOP_EVENT.is_set():
+        return {"status": "interrupted", "not_started": True}
+
+    def progress(iteration: int, score: float | None, alpha: float | None) -> None:
+        _PROGRESS_QUEUE.put(("progress", index, iteration, score, alpha))
+
+    _PROGRESS_QUEUE.put(("started", index, f"pid {os.getpid()}"))
+    result = execute_cell(values, progress)
+    if result["status"] == "interrupted":
+        _STOP_EVENT.set()  # a worker that was told to stop takes no further cell
+    return result
+
+
+class GridStop:
+    """The driver's stop request: the first SIGINT/SIGTERM sets ``signal_number``, a second one
+    raises ``KeyboardInterrupt`` (stop at once)."""
+
+    signal_number: int | None = None
+
+
+@contextlib.contextmanager
+def _driver_signals() -> Iterator[GridStop]:
+    stop = GridStop()
+    if threading.current_thread() is not threading.main_thread():
+        yield stop
+        return
+
+    def handler(signum, frame):
+        if stop.signal_number is not None:
+            raise KeyboardInterrupt
+        stop.signal_number = signum
+
+    previous = {number: signal.signal(number, handler) for number in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield stop
+    finally:
+        for number, old in previous.items():
+            signal.signal(number, old)
+
+
+def torch_threads(workers: int) -> int:
+    """``cores // workers`` torch threads per worker, at most ``OMP_NUM_THREADS`` when set."""
+    threads = max(1, available_cores() // workers)
+    if os.environ.get("OMP_NUM_THREADS", "").isdigit() and int(os.environ["OMP_NUM_THREADS"]) > 0:
+        # an explicit limit wins: on a shared machine two threads per process can run many times slower
+        threads = min(threads, int(os.environ["OMP_NUM_THREADS"]))
+    return threads
+
+
+Event = tuple  # ("started", index, where) | ("progress", index, iteration, score, alpha) | ("finished", index, result)
+
+
+class LocalBackend:
+    """Cells on spawned worker processes of this machine (``concurrent.futures.ProcessPoolExecutor``)."""
+
+    name = "local"
+
+    def __init__(self, workers: int | None = None, cpus_per_run: int | None = None):
+        self.workers, self.cpus_per_run = workers, cpus_per_run
+
+    def plan(self, jobs: int) -> str:
+        self._workers = max(1, min(self.workers or available_cores(), jobs))
+        self._threads = self.cpus_per_run or torch_threads(self._workers)
+        return f"running {jobs} run(s) on {self._workers} worker process(es), {self._threads} torch thread(s) each"
+
+    def execute(self, jobs: list[tuple[int, dict[str, Any]]], stop: GridStop) -> Iterator[Event]:
+        import multiprocessing
+        from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+        from concurrent.futures.process import BrokenProcessPool
+
+        context = multiprocessing.get_context("spawn")
+        progress_queue, stop_event = context.Queue(), context.Event()
+        running: dict[int, int] = {}  # cell index -> worker pid
+
+        def drain() -> Iterator[Event]:
+            while True:
+                try:
+                    event = progress_queue.get_nowait()
+                except queue_module.Empty:
+                    return
+                if event[0] == "started":
+                    running[event[1]] = int(event[2].split()[-1])
+                yield event
+
+        def stop_workers(signal_number: int) -> None:
+            stop_event.set()
+            for future in futures:
+                future.cancel()
+            for pid in running.values():
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal_number)
+
+        pool = ProcessPoolExecutor(
+            self._workers, mp_context=context, initializer=_init_worker, initargs=(progress_queue, stop_event, self._threads)
+        )
+        stopping = False
+        try:
+            futures = {pool.submit(_local_work, index, values): index for index, values in jobs}
+            remaining = set(futures)
+            while remaining:
+                try:
+                    done, remaining = wait(remaining, timeout=0.2, return_when=FIRST_COMPLETED)
+                except KeyboardInterrupt:  # a second signal: the runs stop without a new checkpoint
+                    stop_workers(signal.SIGTERM)
+                    raise
+                yield from drain()
+                if stop.signal_number is not None and not stopping:
+                    stopping = True
+                    stop_workers(signal.SIGTERM)
+                for future in done:
+                    index = futures[future]
+                    running.pop(index, None)
+                    if future.cancelled():
+                        result = {"status": "interrupted", "not_started": True}
+                    else:
+                        try:
+                            result = future.result()
+                        except BrokenProcessPool as error:
+                            result = {"status": "failed", "error": f"the worker process died ({error})"}
+                    if result["status"] == "interrupted" and not stopping:
+                        # one worker was signalled (by a scheduler, by kill): the grid stops with it
+                        stopping = True
+                        stop.signal_number = stop.signal_number or result.get("signal", signal.SIGTERM)
+                        stop_workers(signal.SIGTERM)
+                    yield ("finished", index, result)
+            yield from drain()
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
+            progress_queue.close()
 
 # ----------------------------------------------------------------------------- parent side
 @dataclass
@@ -293,6 +487,9 @@ class GridDisplay:
         self.progress.update(self.overall, completed=sum(self.iterations.values()), description=self._overall_text())
         if outcome.status == "failed":
             self.progress.console.print(f"[red]failed[/] {outcome.name}: {short_error(outcome.error)}", highlight=False)
+        elif outcome.status == "interrupted":
+            if outcome.note != "not started":
+                self.progress.console.print(f"[yellow]stopped[/] {outcome.name}: {short_error(outcome.error)}", highlight=False)
         else:
             score = outcome.summary.get("final_score") if outcome.summary else None
             text = "-" if score is None else f"{score:.1f}"
@@ -301,21 +498,15 @@ class GridDisplay:
             )
 
 
-def run_grid(cells: list[dict[str, Any]], workers: int | None = None, console=None) -> list[CellOutcome]:
-    """Run every unfinished cell on ``workers`` spawned processes; outcomes in the cells' order."""
-    import multiprocessing
-    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
-    from concurrent.futures.process import BrokenProcessPool
+class GridInterrupted(Exception):
+    """The grid was stopped by a signal; every unfinished cell keeps its newest checkpoint."""
 
-    from rich.console import Console
+    def __init__(self, outcomes: list[CellOutcome], signal_number: int):
+        super().__init__(f"grid stopped by {signal.Signals(signal_number).name}")
+        self.outcomes, self.signal_number = outcomes, signal_number
 
-    console = console or Console()
-    outcomes: list[CellOutcome | None] = [None] * len(cells)
-    pending: list[int] = []
-    for index, values in enumerate(cells):
-        outcomes[index] = _finished(values) or _validate(values)
-        if outcomes[index] is None:
-            pending.append(index)
+
+def _report_prechecked(outcomes: list[CellOutcome | None], console) -> None:
     skipped = [o for o in outcomes if o is not None and o.status == "skipped"]
     if skipped:
         console.print(f"skipping {len(skipped)} finished run(s) (their summary.json exists)")
@@ -325,55 +516,61 @@ def run_grid(cells: list[dict[str, Any]], workers: int | None = None, console=No
     for outcome in outcomes:
         if outcome is not None and outcome.status == "failed":
             console.print(f"[red]failed[/] {outcome.name}: {short_error(outcome.error)}", highlight=False)
+
+
+def run_grid(cells: list[dict[str, Any]], workers: int | None = None, console=None, backend=None) -> list[CellOutcome]:
+    """Run every unfinished cell on ``backend`` (default: ``workers`` local processes); outcomes in
+    the cells' order. A SIGINT/SIGTERM stops the workers after their checkpoints and raises
+    :class:`GridInterrupted`; rerunning the grid resumes it."""
+    from rich.console import Console
+
+    console = console or Console()
+    backend = backend or LocalBackend(workers)
+    outcomes: list[CellOutcome | None] = [None] * len(cells)
+    pending: list[int] = []
+    for index, values in enumerate(cells):
+        outcomes[index] = _finished(values) or _validate(values)
+        if outcomes[index] is None:
+            pending.append(index)
+    _report_prechecked(outcomes, console)
     if not pending:
         return outcomes  # type: ignore[return-value]
 
-    workers = max(1, min(workers or available_cores(), len(pending)))
-    threads = max(1, available_cores() // workers)
-    if os.environ.get("OMP_NUM_THREADS", "").isdigit() and int(os.environ["OMP_NUM_THREADS"]) > 0:
-        # an explicit limit wins: on a shared machine two threads per process can run many times slower
-        threads = min(threads, int(os.environ["OMP_NUM_THREADS"]))
-    context = multiprocessing.get_context("spawn")
-    progress_queue = context.Queue()
+    console.print(backend.plan(len(pending)))
     steps = {i: int(cells[i].get("steps", 1_000_000)) for i in pending}
-    console.print(f"running {len(pending)} run(s) on {workers} worker process(es), {threads} torch thread(s) each")
-    with GridDisplay(console, sum(steps.values()), len(pending)) as display:
-
-        def drain() -> None:
-            while True:
-                try:
-                    index, iteration, score, alpha = progress_queue.get_nowait()
-                except queue_module.Empty:
-                    return
-                display.update(index, cell_name(cells[index]), steps[index], iteration, score, alpha)
-
-        with ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker, initargs=(progress_queue, threads)) as pool:
-            futures = {pool.submit(_work, index, cells[index]): index for index in pending}
-            remaining = set(futures)
-            while remaining:
-                done, remaining = wait(remaining, timeout=0.2, return_when=FIRST_COMPLETED)
-                drain()
-                for future in done:
-                    index = futures[future]
-                    try:
-                        result = future.result()
-                    except BrokenProcessPool as error:
-                        result = {"status": "failed", "error": f"the worker process died ({error})"}
-                    outcome = CellOutcome(
-                        cells[index],
-                        result["status"],
-                        cell_directory(cells[index]),
-                        summary=result.get("summary"),
-                        error=result.get("error"),
-                        traceback=result.get("traceback"),
-                        seconds=result.get("seconds", 0.0),
-                    )
-                    outcomes[index] = outcome
-                    display.finish(index, steps[index], outcome)
-        drain()
-    progress_queue.close()
+    where: dict[int, str] = {}
+    with _driver_signals() as stop, GridDisplay(console, sum(steps.values()), len(pending)) as display:
+        for event in backend.execute([(i, cells[i]) for i in pending], stop):
+            kind, index = event[0], event[1]
+            if kind == "started":
+                where[index] = event[2]
+            elif kind == "progress":
+                display.update(index, cell_name(cells[index]), steps[index], *event[2:])
+            elif kind == "finished":
+                result = event[2]
+                directory = cell_directory(cells[index])
+                if result.get("files") and directory is not None:
+                    deliver_run_files(directory, result["files"])
+                outcome = CellOutcome(
+                    cells[index],
+                    result["status"],
+                    directory,
+                    summary=result.get("summary"),
+                    error=result.get("error"),
+                    traceback=result.get("traceback"),
+                    seconds=result.get("seconds", 0.0),
+                    node=result.get("node") or where.get(index),
+                    resumed_from=result.get("resumed_from", 0),
+                    note="not started" if result.get("not_started") else None,
+                )
+                outcomes[index] = outcome
+                display.finish(index, steps[index], outcome)
+    if stop.signal_number is not None or any(o is not None and o.status == "interrupted" for o in outcomes):
+        for index in pending:
+            if outcomes[index] is None:
+                outcomes[index] = CellOutcome(cells[index], "interrupted", cell_directory(cells[index]), note="not started")
+        raise GridInterrupted(outcomes, stop.signal_number or signal.SIGTERM)  # type: ignore[arg-type]
     return outcomes  # type: ignore[return-value]
-
 
 def write_grid_record(out: Path, outcomes: list[CellOutcome], spec: dict[str, Any]) -> Path:
     """``OUT/grid.json``: the grid's spec and every cell's status, merged with earlier grids' cells."""

@@ -1,4 +1,4 @@
-"""The ``compare`` and ``report`` commands (registered on the typer app in :mod:`metaconstraint.cli`).
+"""The ``compare``, ``sweep`` and ``report`` commands (registered on the typer app in :mod:`metaconstraint.cli`).
 
 Heavy imports (torch, matplotlib) happen inside the commands, so ``metaconstraint --help`` stays fast.
 """
@@ -19,6 +19,91 @@ EXIT_FAILED_RUNS = 1
 class ScoreRule(str, Enum):
     last = "last"
     mean_last_k = "mean_last_k"
+
+
+class BackendName(str, Enum):
+    local = "local"
+    ray = "ray"
+
+
+# The options every grid command takes to choose where its runs go.
+BACKEND_OPTION = typer.Option(BackendName.local, "--backend", help="local: worker processes here; ray: Ray tasks.")
+ADDRESS_OPTION = typer.Option(
+    None, "--address", help="Ray: the cluster to join ('auto': the running one, or HOST:PORT); default: start one here on 127.0.0.1."
+)
+CPUS_OPTION = typer.Option(None, "--cpus-per-run", min=0.01, help="CPUs (torch threads) per run (ray default 1; local default cores // workers).")
+GPUS_OPTION = typer.Option(0.0, "--gpus-per-run", min=0.0, help="Ray: GPUs per run (fractions share a GPU); use with --device cuda.")
+RETRIES_OPTION = typer.Option(3, "--max-retries", min=0, help="Ray: retries of a run whose worker or node is lost (it resumes from its checkpoint).")
+DASHBOARD_OPTION = typer.Option(False, "--dashboard/--no-dashboard", help="Ray: start the dashboard (on 127.0.0.1) with the cluster this command starts.")
+
+
+def make_backend(backend: BackendName, workers, address, cpus_per_run, gpus_per_run, max_retries, dashboard):
+    """The backend the options ask for; bad combinations are usage errors."""
+    from metaconstraint.cli import fail
+    from metaconstraint.grid import LocalBackend
+
+    if backend is BackendName.local:
+        extra = [flag for flag, value in (("--address", address), ("--gpus-per-run", gpus_per_run), ("--dashboard", dashboard)) if value]
+        if extra:
+            fail(f"{', '.join(extra)}: only with --backend ray (locally, choose a GPU with --device cuda:N).")
+        if cpus_per_run is not None and cpus_per_run != int(cpus_per_run):
+            fail("--cpus-per-run: the local backend takes a whole number of threads.")
+        return LocalBackend(workers, None if cpus_per_run is None else int(cpus_per_run))
+    from metaconstraint.ray_backend import RayBackend, RayBackendError
+
+    try:
+        return RayBackend(address, cpus_per_run or 1.0, gpus_per_run, workers, max_retries, dashboard)
+    except RayBackendError as error:
+        fail(str(error))
+
+
+def backend_command(backend: BackendName, address, cpus_per_run, gpus_per_run) -> list[str]:
+    """The backend flags as they appear in the recorded command."""
+    command = [] if backend is BackendName.local else ["--backend", "ray"]
+    for flag, value in (("--address", address), ("--cpus-per-run", cpus_per_run), ("--gpus-per-run", gpus_per_run or None)):
+        if value is not None:
+            command += [flag, f"{value:g}" if isinstance(value, float) else str(value)]
+    return command
+
+
+def run_and_report(cells, backend, out: Path, spec: dict, labels, dataset_names, rule: ScoreRule, k: int,
+                   bootstrap_samples: int, bootstrap_seed: int) -> None:
+    """Run a grid's cells on ``backend``, record them in ``grid.json`` and write the report."""
+    from metaconstraint.cli import EXIT_INTERRUPTED, console, fail
+    from metaconstraint.grid import GridInterrupted, run_grid, write_grid_record
+    from metaconstraint.ray_backend import RayBackendError
+    from metaconstraint.report import RunResult, build_report, load_run
+
+    try:
+        outcomes = run_grid(cells, console=console, backend=backend)
+    except GridInterrupted as stopped:
+        write_grid_record(out, stopped.outcomes, spec)
+        unfinished = sum(o.status == "interrupted" for o in stopped.outcomes)
+        console.print(
+            f"[yellow]stopped[/] ({stopped.signal_number and __import__('signal').Signals(stopped.signal_number).name}): "
+            f"{unfinished} run(s) unfinished, each with its newest checkpoint. Rerun the same command to resume.",
+            highlight=False,
+        )
+        raise typer.Exit(128 + stopped.signal_number if stopped.signal_number else EXIT_INTERRUPTED)
+    except RayBackendError as error:
+        fail(str(error))
+    write_grid_record(out, outcomes, spec)
+    results = []
+    for outcome in outcomes:
+        if outcome.status in ("done", "skipped") and outcome.directory is not None:
+            results.append(load_run(outcome.directory, rule.value, k))
+        else:
+            record = outcome.record()
+            label = f"{record['algorithm']} ({record['tag']})" if record["tag"] else record["algorithm"]
+            results.append(RunResult(label, record["dataset"], record["seed"], "failed", error=outcome.error))
+    build_report(
+        results, out, labels, _dataset_ids(dataset_names), bootstrap_samples, bootstrap_seed,
+        command=spec["command"], console=console,
+    )
+    failed = sum(o.status == "failed" for o in outcomes)
+    if failed:
+        console.print(f"[red]{failed} of {len(outcomes)} run(s) failed[/] (see above and {out / 'grid.json'}).")
+        raise typer.Exit(EXIT_FAILED_RUNS)
 
 
 def _dataset_ids(names: list[str]) -> list[str]:
@@ -55,12 +140,18 @@ def compare(
     wandb_mode: Optional[WandbMode] = typer.Option(None, help="W&B: offline (default) or online."),
     wandb_project: Optional[str] = typer.Option(None, help="W&B project (default metaconstraint)."),
     mlflow_tracking_uri: Optional[str] = typer.Option(None, help="MLflow tracking URI (default: file store RUN_FOLDER/mlruns)."),
+    backend: BackendName = BACKEND_OPTION,
+    address: Optional[str] = ADDRESS_OPTION,
+    cpus_per_run: Optional[float] = CPUS_OPTION,
+    gpus_per_run: float = GPUS_OPTION,
+    max_retries: int = RETRIES_OPTION,
+    dashboard: bool = DASHBOARD_OPTION,
 ) -> None:
     """Run ALGORITHMS x datasets x seeds (finished runs are skipped) and report the results."""
     from metaconstraint.cli import console, fail
     from metaconstraint.config import ConfigError, algorithm_class
-    from metaconstraint.grid import expand_grid, run_grid, write_grid_record
-    from metaconstraint.report import RunResult, build_report, describe_rule, load_run
+    from metaconstraint.grid import expand_grid
+    from metaconstraint.report import describe_rule
     from metaconstraint.trackers import check_available
 
     names = [d.strip() for d in datasets.split(",") if d.strip()]
@@ -109,8 +200,9 @@ def compare(
             command += [flag, value]
     if final_score_rule is ScoreRule.mean_last_k:
         command += ["--final-score-rule", "mean_last_k", "--final-score-k", str(final_score_k)]
+    command += backend_command(backend, address, cpus_per_run, gpus_per_run)
 
-    outcomes = run_grid(cells, workers, console)
+    runner = make_backend(backend, workers, address, cpus_per_run, gpus_per_run, max_retries, dashboard)
     spec = {
         "command": command,
         "algorithms": algorithms,
@@ -118,22 +210,65 @@ def compare(
         "seeds": [seed + k for k in range(seeds)],
         "final_score_rule": describe_rule(final_score_rule.value, final_score_k),
     }
-    write_grid_record(out, outcomes, spec)
-    results = []
-    for outcome in outcomes:
-        if outcome.status in ("done", "skipped") and outcome.directory is not None:
-            results.append(load_run(outcome.directory, final_score_rule.value, final_score_k))
-        else:
-            record = outcome.record()
-            label = f"{record['algorithm']} ({tag})" if tag else record["algorithm"]
-            results.append(RunResult(label, record["dataset"], record["seed"], "failed", error=outcome.error))
-    build_report(
-        results, out, algorithms, _dataset_ids(names), bootstrap_samples, bootstrap_seed, command=command, console=console
+    labels = [f"{name} ({tag})" for name in algorithms] if tag else algorithms
+    run_and_report(cells, runner, out, spec, labels, names, final_score_rule, final_score_k, bootstrap_samples, bootstrap_seed)
+
+
+def sweep(
+    spec_file: Path = typer.Argument(..., metavar="SPEC", help="A TOML or YAML sweep: algorithms, datasets, seeds, swept config fields."),
+    out: Path = typer.Option(Path("runs"), help="Grid folder: run folders, results.md/csv and plots go here."),
+    workers: Optional[int] = typer.Option(None, min=1, help="Local worker processes (default: one per core)."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Validate the spec and list the settings and runs; train nothing."),
+    final_score_rule: ScoreRule = typer.Option(ScoreRule.last, help="last: the final evaluation; mean_last_k: mean of the last k."),
+    final_score_k: int = typer.Option(5, min=1, help="k of mean_last_k."),
+    bootstrap_samples: int = typer.Option(2000, min=1, help="Stratified bootstrap samples for the aggregate intervals."),
+    bootstrap_seed: int = typer.Option(0, min=0, help="Seed of the bootstrap resampler."),
+    backend: BackendName = BACKEND_OPTION,
+    address: Optional[str] = ADDRESS_OPTION,
+    cpus_per_run: Optional[float] = CPUS_OPTION,
+    gpus_per_run: float = GPUS_OPTION,
+    max_retries: int = RETRIES_OPTION,
+    dashboard: bool = DASHBOARD_OPTION,
+) -> None:
+    """Run a sweep: every setting of SPEC x datasets x seeds (run folders seed<K>-<tag>), one report column per setting."""
+    from metaconstraint.cli import console, fail
+    from metaconstraint.config import ConfigError
+    from metaconstraint.report import describe_rule
+    from metaconstraint.sweep import expand_sweep, load_sweep
+
+    try:
+        plan = load_sweep(spec_file)
+        cells = expand_sweep(plan, {"out": str(out), "final_score_rule": final_score_rule.value, "final_score_k": final_score_k})
+    except ConfigError as error:
+        fail(str(error))
+    console.print(
+        f"sweep {spec_file}: {len(plan.settings)} setting(s) x {len(plan.datasets)} dataset(s) x {len(plan.seeds)} seed(s) "
+        f"= {len(cells)} run(s)",
+        highlight=False,
     )
-    failed = sum(o.status == "failed" for o in outcomes)
-    if failed:
-        console.print(f"[red]{failed} of {len(outcomes)} run(s) failed[/] (see above and {out / 'grid.json'}).")
-        raise typer.Exit(EXIT_FAILED_RUNS)
+    for setting in plan.settings:
+        console.print(f"  {setting.label}: {setting.describe()}", markup=False, highlight=False)
+    if dry_run:
+        console.print("dry run: the spec and every run's configuration are valid; nothing was trained.")
+        return
+    command = ["metaconstraint", "sweep", str(spec_file), "--out", str(out)]
+    if workers is not None:
+        command += ["--workers", str(workers)]
+    if final_score_rule is ScoreRule.mean_last_k:
+        command += ["--final-score-rule", "mean_last_k", "--final-score-k", str(final_score_k)]
+    command += backend_command(backend, address, cpus_per_run, gpus_per_run)
+    runner = make_backend(backend, workers, address, cpus_per_run, gpus_per_run, max_retries, dashboard)
+    spec = {
+        "command": command,
+        "algorithms": [s.label for s in plan.settings],
+        "datasets": plan.datasets,
+        "seeds": plan.seeds,
+        "final_score_rule": describe_rule(final_score_rule.value, final_score_k),
+    }
+    run_and_report(
+        cells, runner, out, spec, [s.label for s in plan.settings], plan.datasets, final_score_rule, final_score_k,
+        bootstrap_samples, bootstrap_seed,
+    )
 
 
 def report(
