@@ -37,11 +37,32 @@ class RunInterrupted(RuntimeError):
     """A run stopped by a signal after its checkpoint; Ray retries it (it then resumes)."""
 
 
-def import_ray():
+def import_ray(single_node: bool = False):
+    """Ray, with token authentication on unless the user chose a mode (``RAY_AUTH_MODE``).
+
+    ``single_node``: this driver will start a cluster of its own, which must stay on 127.0.0.1 (Ray
+    otherwise swaps loopback for the machine's interface address and listens on every interface);
+    ``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0`` is Ray's switch for that, and it also keeps other nodes out.
+    Ray reads both settings when it loads, so they are set before the import; a process that
+    imported Ray already gets them applied to the loaded module.
+    """
+    import sys
+
+    loaded = sys.modules.get("ray") is not None
+    os.environ.setdefault("RAY_AUTH_MODE", "token")
+    if single_node:
+        os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
     try:
         import ray
     except ImportError:
         raise RayBackendError(f"--backend ray needs Ray, which is not installed: {INSTALL_HINT}") from None
+    if loaded:
+        from ray._private import ray_constants
+        from ray._raylet import Config
+
+        if single_node:
+            ray_constants.ENABLE_RAY_CLUSTER = False
+        Config.initialize("")  # Ray's own refresh of its cached settings, RAY_AUTH_MODE among them
     return ray
 
 
@@ -100,7 +121,7 @@ class RayBackend:
     ):
         self.address, self.cpus_per_run, self.gpus_per_run = address, cpus_per_run, gpus_per_run
         self.workers, self.max_retries, self.include_dashboard = workers, max_retries, include_dashboard
-        self.ray = import_ray()
+        self.ray = import_ray(single_node=address is None)
 
     # ------------------------------------------------------------------------- connection
     def connect(self) -> str:
@@ -109,7 +130,10 @@ class RayBackend:
 
         if ray.is_initialized():
             return "an existing Ray connection"
-        os.environ.setdefault("RAY_AUTH_MODE", "token")  # never weaker than the user asked
+        if os.environ.get("RAY_AUTH_MODE", "token").lower() != "token":
+            logging.getLogger(__name__).warning(
+                "RAY_AUTH_MODE=%s: this Ray cluster accepts anyone who can reach it.", os.environ["RAY_AUTH_MODE"]
+            )
         options: dict[str, Any] = {
             "include_dashboard": self.include_dashboard,
             "log_to_driver": False,  # the driver's display shows progress; workers' logs stay in Ray's session folder
@@ -120,7 +144,7 @@ class RayBackend:
             workers = self.workers or max(1, int(available_cores() // max(self.cpus_per_run, 1e-9)))
             options.update(
                 num_cpus=max(1, int(round(workers * self.cpus_per_run))),
-                _node_ip_address="127.0.0.1",  # a cluster of this machine alone listens on loopback only
+                _node_ip_address="127.0.0.1",  # with import_ray(single_node=True): every server on loopback
             )
             if self.include_dashboard:
                 options["dashboard_host"] = "127.0.0.1"

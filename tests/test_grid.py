@@ -7,9 +7,12 @@ import csv
 import json
 import os
 
+import shutil
+
 import numpy as np
 import pytest
 from typer.testing import CliRunner
+from ray_support import comparable, marked_pids, metric_records, ray_env  # noqa: F401  (ray_env: a fixture)
 
 from metaconstraint.cli import app
 from metaconstraint.grid import available_cores, expand_grid, run_grid
@@ -149,6 +152,32 @@ def test_a_failing_cell_is_reported_and_the_others_still_run(grid):
     # report finds the failures again from grid.json
     result = runner.invoke(app, ["report", str(out)], catch_exceptions=False)
     assert "td3bc nope/missing-v0 seeds 0, 1, 2" in " ".join(result.output.split())
+
+
+def test_the_ray_backend_finishes_a_local_grid_with_the_same_results(grid, tmp_path, ray_env):
+    out, _ = grid
+    mixed = tmp_path / "mixed"
+    for seed in (0, 1):  # two runs the local backend finished
+        shutil.copytree(out / "td3bc" / "dapg__pen__expert-v0" / f"seed{seed}", mixed / "td3bc" / "dapg__pen__expert-v0" / f"seed{seed}")
+    result = runner.invoke(
+        app, ["compare", "td3bc", "--datasets", PEN, *TINY[:-2], "--seeds", "3", "--backend", "ray", "--workers", "1",
+              "--out", str(mixed)], catch_exceptions=False,
+    )
+    assert result.exit_code == 0, result.output
+    output = " ".join(result.output.split())
+    assert "skipping 2 finished run(s)" in output and "as Ray tasks on a new single-node cluster on 127.0.0.1" in output
+    cells = {c["seed"]: c for c in json.loads((mixed / "grid.json").read_text())["cells"]}
+    assert cells[2]["status"] == "done" and cells[2]["node"] == "127.0.0.1"
+    assert [cells[s]["status"] for s in (0, 1)] == ["skipped", "skipped"]
+    # seed 2 trained on Ray equals seed 2 trained by the local backend (the failing-cell grid above)
+    ray_run, local_run = (root / "td3bc" / "dapg__pen__expert-v0" / "seed2" for root in (mixed, out))
+    assert comparable(json.loads((ray_run / "summary.json").read_text())) == comparable(
+        json.loads((local_run / "summary.json").read_text())
+    )
+    assert metric_records(ray_run) == metric_records(local_run)
+    assert read_csv(mixed / "results.csv")[PEN]["td3bc runs"] == "3"
+    assert "--backend ray" in (mixed / "results.md").read_text()
+    assert marked_pids(ray_env["METACONSTRAINT_TEST_MARKER"]) == []  # the cluster it started is gone
 
 
 # ----------------------------------------------------------------------------- without training
