@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
 import secrets
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -154,3 +157,79 @@ def ray_env(tmp_path, monkeypatch):
     ray.shutdown()
     kill_marked(marker)
     assert not marked_pids(marker), "Ray processes outlived the test"
+
+
+class NetnsCluster:
+    """A real two-node Ray cluster on this machine: the head node (and the driver) in one network
+    namespace, the second node in another, joined by a veth pair with the test's own /30.
+
+    Nothing runs in the machine's own namespace, so Ray's servers, which listen on every address of
+    their namespace, are reachable on 127.0.0.1 and the pair's two addresses only.
+    """
+
+    def __init__(self, tmp_root: Path, marker: str, cpus_per_node: int = 1, port: int = 26379):
+        suffix = f"{os.getpid() % 10000}"
+        self.head_ns, self.node_ns = f"mc9h{suffix}", f"mc9n{suffix}"
+        self.veth_head, self.veth_node = f"mc9a{suffix}", f"mc9b{suffix}"
+        octet = os.getpid() % 250
+        self.head_ip, self.node_ip = f"10.203.{octet}.1", f"10.203.{octet}.2"
+        self.port, self.cpus, self.marker = port, cpus_per_node, marker
+        self.address = f"{self.head_ip}:{port}"
+        self.tmp = Path(tempfile.mkdtemp(prefix="mc9-", dir="/tmp"))  # Ray's socket paths must stay short
+        self.env = ray_environment(tmp_root, marker, single_node=False)
+        self.ray = str(Path(sys.executable).parent / "ray")
+
+    def _ip(self, *args: str, namespace: str | None = None) -> None:
+        prefix = ["ip", "netns", "exec", namespace] if namespace else []
+        subprocess.run([*prefix, "ip", *args], check=True, capture_output=True)
+
+    def start(self) -> "NetnsCluster":
+        for ns in (self.head_ns, self.node_ns):
+            subprocess.run(["ip", "netns", "add", ns], check=True, capture_output=True)
+            self._ip("link", "set", "lo", "up", namespace=ns)
+        self._ip("link", "add", self.veth_head, "netns", self.head_ns, "type", "veth", "peer", "name", self.veth_node,
+                 "netns", self.node_ns)
+        for ns, dev, ip in ((self.head_ns, self.veth_head, self.head_ip), (self.node_ns, self.veth_node, self.node_ip)):
+            self._ip("addr", "add", f"{ip}/30", "dev", dev, namespace=ns)
+            self._ip("link", "set", dev, "up", namespace=ns)
+        common = [f"--num-cpus={self.cpus}", "--disable-usage-stats"]
+        self.run_in(self.head_ns, [self.ray, "start", "--head", f"--node-ip-address={self.head_ip}", f"--port={self.port}",
+                                   "--include-dashboard=false", f"--temp-dir={self.tmp / 'h'}", *common])
+        self.run_in(self.node_ns, [self.ray, "start", f"--address={self.address}", f"--node-ip-address={self.node_ip}",
+                                   f"--temp-dir={self.tmp / 'n'}", *common])
+        return self
+
+    def run_in(self, namespace: str, command: list[str], timeout: float = 120, check: bool = True):
+        done = subprocess.run(["ip", "netns", "exec", namespace, *command], env=self.env, capture_output=True, text=True,
+                              timeout=timeout)
+        if check and done.returncode != 0:
+            raise AssertionError(f"{' '.join(command)} failed ({done.returncode}):\n{done.stdout}\n{done.stderr}")
+        return done
+
+    def popen_driver(self, args: list[str]) -> subprocess.Popen:
+        return subprocess.Popen(["ip", "netns", "exec", self.head_ns, *DRIVER, *args], env=self.env,
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+    def namespace_pids(self, namespace: str) -> set[int]:
+        out = subprocess.run(["ip", "netns", "pids", namespace], capture_output=True, text=True).stdout
+        return {int(p) for p in out.split()}
+
+    def addresses(self, namespace: str) -> set[str]:
+        out = subprocess.run(["ip", "-n", namespace, "-br", "addr"], capture_output=True, text=True, check=True).stdout
+        return {a.split("/")[0] for line in out.splitlines() for a in line.split()[2:]}
+
+    def kill_node(self) -> None:
+        """The second node dies at once: every process of its namespace gets SIGKILL."""
+        for pid in self.namespace_pids(self.node_ns):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+
+    def stop(self) -> None:
+        for ns in (self.node_ns, self.head_ns):
+            for pid in self.namespace_pids(ns):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+        kill_marked(self.marker)
+        for ns in (self.head_ns, self.node_ns):
+            subprocess.run(["ip", "netns", "del", ns], capture_output=True)  # takes the veth pair with it
+        shutil.rmtree(self.tmp, ignore_errors=True)

@@ -1,0 +1,115 @@
+"""`metaconstraint sweep SPEC`: validation before anything runs, settings as tagged run folders, one report."""
+
+from __future__ import annotations
+
+import csv
+import json
+import textwrap
+import tomllib
+
+import pytest
+from typer.testing import CliRunner
+
+from metaconstraint.cli import app
+from metaconstraint.config import ConfigError
+from metaconstraint.sweep import expand_sweep, parse_sweep
+
+runner = CliRunner()
+PEN = "dapg/pen/expert-v0"
+ENV = {"METACONSTRAINT_OFFLINE": "1"}
+
+
+def sweep(spec_path, out, *args):
+    return runner.invoke(app, ["sweep", str(spec_path), "--out", str(out), *args], env=ENV)
+
+
+def write(path, text):
+    path.write_text(textwrap.dedent(text))
+    return path
+
+
+def test_a_sweep_trains_one_tagged_setting_per_value_and_reports_each(tmp_path):
+    spec = write(tmp_path / "sweep.toml", f"""
+        datasets = ["{PEN}"]
+        seeds = 1
+        [run]
+        steps = 100
+        eval_every = 50
+        eval_episodes = 1
+        [algorithms.td3bc.sweep]
+        alpha = [2.5, 5.0]
+    """)
+    out = tmp_path / "out"
+    result = sweep(spec, out, "--workers", "2")
+    assert result.exit_code == 0, result.output
+    assert "2 setting(s) x 1 dataset(s) x 1 seed(s) = 2 run(s)" in result.output
+    for alpha in (2.5, 5.0):
+        folder = out / "td3bc" / "dapg__pen__expert-v0" / f"seed0-alpha={alpha}"
+        config = tomllib.loads((folder / "config.toml").read_text())
+        assert config["alpha"] == alpha and config["tag"] == f"alpha={alpha}" and config["steps"] == 100
+        assert json.loads((folder / "summary.json").read_text())["steps"] == 100
+    with open(out / "results.csv", newline="") as handle:
+        row = {r["dataset"]: r for r in csv.DictReader(handle)}[PEN]
+    assert row["td3bc (alpha=2.5) runs"] == "1" and row["td3bc (alpha=5.0) runs"] == "1"
+    assert row["td3bc (alpha=2.5) mean"] != row["td3bc (alpha=5.0) mean"]  # the setting changed the run
+    markdown = (out / "results.md").read_text()
+    assert "| dataset | td3bc (alpha=2.5) | td3bc (alpha=5.0) |" in markdown and "metaconstraint sweep" in markdown
+    assert (out / "learning_curves.png").exists()
+    # a rerun skips both
+    result = sweep(spec, out)
+    assert result.exit_code == 0 and "skipping 2 finished run(s)" in result.output
+
+
+def test_dry_run_lists_every_setting_of_a_yaml_spec_and_writes_nothing(tmp_path):
+    spec = write(tmp_path / "sweep.yaml", f"""
+        datasets: ["{PEN}", dapg/door/expert-v0]
+        seeds: [0, 4]
+        run: {{steps: 300}}
+        algorithms:
+          aspc:
+            alpha_lr_decay_steps: 1000000
+            sweep: {{alpha_lr: [0.0001, 0.0003], alpha_interval: [10, 20]}}
+          bc:
+    """)
+    out = tmp_path / "out"
+    result = sweep(spec, out, "--dry-run")
+    assert result.exit_code == 0, result.output
+    text = " ".join(result.output.split())
+    assert "5 setting(s) x 2 dataset(s) x 2 seed(s) = 20 run(s)" in text
+    assert "aspc (alpha_lr=0.0001+alpha_interval=10)" in text and "aspc (alpha_lr=0.0003+alpha_interval=20)" in text
+    assert "bc: its defaults" in text and "alpha_lr_decay_steps = 1000000" in text and "nothing was trained" in text
+    assert not out.exists()
+    cells = expand_sweep(parse_sweep({"datasets": [PEN], "seeds": [0, 4], "algorithms": {"bc": {}}}), {"out": "x"})
+    assert [(c["seed"], c.get("tag")) for c in cells] == [(0, None), (4, None)]
+
+
+@pytest.mark.parametrize(
+    "body, message",
+    [
+        ('datasets = ["x"]\nalgoritms = {}', "algoritms: unknown key"),
+        ('datasets = ["x"]\n[algorithms.aspc.sweep]\nalpha_lrr = [0.1]', "aspc has no such config field"),
+        ('datasets = ["x"]\n[algorithms.aspc.sweep]\nalpha_lr = []', "alpha_lr: give at least one value"),
+        ('datasets = ["x"]\n[algorithms.aspc.sweep]\nalpha_lr = "0.1"', "sweep.alpha_lr: Input should be a valid list"),
+        ('datasets = ["x"]\n[algorithms.aspc.sweep]\nalpha_lr = [-0.1]', "alpha_lr: Input should be greater than 0"),
+        ('datasets = ["x"]\n[algorithms.td3bc.sweep]\nalpha = ["big"]', "alpha: Input should be a valid number"),
+        ('datasets = ["x"]\n[algorithms.td3bc.sweep]\nseed = [1, 2]', "td3bc.seed: set by the sweep itself"),
+        ('datasets = ["x"]\n[run]\nsteps = 0\n[algorithms.bc]', "steps: Input should be greater than 0"),
+        ('datasets = ["x"]\n[run]\nalpha = 1\n[algorithms.bc]', "run.alpha: not a run option"),
+        ('datasets = ["x"]\n[algorithms.aspcc]', "unknown algorithm 'aspcc'"),
+        ('datasets = []\n[algorithms.bc]', "datasets: List should have at least 1 item"),
+        ('datasets = ["x"]\nseeds = 0\n[algorithms.bc]', "seeds: give at least 1"),
+        ('datasets = ["x"]\n[algorithms.td3bc.sweep]\nalpha = [2.5, 2.5]', "a value is listed twice"),
+        ('datasets = ["x"]\n[algorithms.aspc.sweep]\noutcome = [1]\nalpha_lr = [1', "not valid TOML"),
+    ],
+)
+def test_a_bad_spec_is_refused_before_anything_runs(tmp_path, body, message):
+    spec = write(tmp_path / "bad.toml", body)
+    result = sweep(spec, tmp_path / "out")
+    assert result.exit_code == 2, result.output
+    assert message in " ".join(result.output.split()), result.output
+    assert "Traceback" not in result.output and not (tmp_path / "out").exists()
+
+
+def test_settings_whose_values_give_one_tag_are_refused():
+    with pytest.raises(ConfigError, match="same run folder tag"):
+        parse_sweep({"datasets": ["x"], "algorithms": {"aspc": {"sweep": {"outer_losses": [["l1", "l2"], ["l1.l2"]]}}}})
