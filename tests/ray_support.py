@@ -186,6 +186,9 @@ class NetnsCluster:
     def start(self) -> "NetnsCluster":
         for ns in (self.head_ns, self.node_ns):
             subprocess.run(["ip", "netns", "add", ns], check=True, capture_output=True)
+            for key in ("all", "default"):  # IPv4 only: no link-local IPv6 addresses of its own making
+                subprocess.run(["ip", "netns", "exec", ns, "sysctl", "-qw", f"net.ipv6.conf.{key}.disable_ipv6=1"],
+                               check=True, capture_output=True)
             self._ip("link", "set", "lo", "up", namespace=ns)
         self._ip("link", "add", self.veth_head, "netns", self.head_ns, "type", "veth", "peer", "name", self.veth_node,
                  "netns", self.node_ns)
