@@ -244,3 +244,31 @@ def test_load_run_recomputes_the_final_score_when_asked(tmp_path):
     recomputed = load_run(folder, "mean_last_k", 3)
     assert recomputed.final_score == pytest.approx((2 + 4 + 8) / 3) and recomputed.rule == "mean_last_k (k=3)"
     assert os.path.basename(recomputed.directory) == "seed3-decay1m"
+
+
+def test_run_files_a_remote_worker_sends_back_complete_the_drivers_folder(tmp_path):
+    """A worker that shares no filesystem with the driver: its run's files arrive with the result."""
+    from metaconstraint.grid import GridStop, run_grid
+
+    cells = expand_grid(["td3bc"], [PEN], 1, run_options={"steps": 100, "out": str(tmp_path)})
+    summary = {"algorithm": "td3bc", "dataset": PEN, "seed": 0, "steps": 100, "final_score": 12.5,
+               "final_score_rule": "last", "scores": [{"step": 100, "score": 12.5}]}
+    files = {"summary.json": json.dumps(summary).encode(), "metrics.jsonl": b'{"step": 100, "score": 12.5}\n',
+             "config.toml": b'algorithm = "td3bc"\n'}
+
+    class RemoteBackend:  # what the Ray backend yields for a run trained on another machine
+        def plan(self, jobs):
+            return f"running {jobs} run(s) elsewhere"
+
+        def execute(self, jobs, stop: GridStop):
+            for index, _ in jobs:
+                yield ("started", index, "10.0.0.9")
+                yield ("finished", index, {"status": "done", "summary": summary, "files": files, "seconds": 1.0})
+
+    (outcome,) = run_grid(cells, backend=RemoteBackend())
+    folder = tmp_path / "td3bc" / "dapg__pen__expert-v0" / "seed0"
+    assert outcome.status == "done" and outcome.node == "10.0.0.9" and outcome.directory == folder
+    assert {p.name: p.read_bytes() for p in folder.iterdir()} == files
+    assert load_run(folder).final_score == 12.5
+    (again,) = run_grid(cells, backend=RemoteBackend())  # the delivered summary marks it finished
+    assert again.status == "skipped"
