@@ -221,7 +221,7 @@ def test_stacked_seeds_equal_separate_runs(pen, cls, config):
 
 
 def test_iql_beta_is_fixed_and_aspc_iql_beta_moves(tmp_path):
-    values = {"dataset": PEN, "steps": 200, "eval_every": 200, "eval_episodes": 2, "log_every": 40, "out": tmp_path}
+    values = {"dataset": PEN, "steps": 100, "eval_every": 100, "eval_episodes": 2, "log_every": 20, "out": tmp_path}
     run, config = build_configs({**values, "algorithm": "aspc-iql", "beta_lr_decay_steps": 1_000_000})
     trainer = Trainer(run, config)
     summary = trainer.fit()[0]
@@ -229,7 +229,7 @@ def test_iql_beta_is_fixed_and_aspc_iql_beta_moves(tmp_path):
     assert len(set(betas)) == len(betas) and summary["final_alpha"] != pytest.approx(3.0, abs=1e-3)
     assert summary["meta_parameters"] == {"beta": pytest.approx(summary["final_alpha"])}
     assert -50 < summary["final_score"] < 250
-    run, config = build_configs({**values, "algorithm": "iql", "steps": 40, "eval_every": 40})
+    run, config = build_configs({**values, "algorithm": "iql", "steps": 20, "eval_every": 20})
     plain = Trainer(run, config).fit()[0]
     assert "final_alpha" not in plain and plain["meta_parameters"] == {}
 
@@ -243,8 +243,7 @@ def test_iql_tuned_presets_are_labelled_and_valid():
         assert (config.expectile, config.beta, config.actor_dropout) == (0.8, 3.0, 0.1)
 
 
-@pytest.mark.parametrize("algorithm", ["iql", "aspc-iql"])
-def test_cli_trains_on_door_human_with_its_constant_state_features(tmp_path, algorithm):
+def test_cli_trains_on_door_human_with_its_constant_state_features(tmp_path):
     """door-human has state features that are constant in the data (zero gradients, Adam's v = 0):
     the meta-gradient must stay finite there."""
     import json
@@ -253,13 +252,14 @@ def test_cli_trains_on_door_human_with_its_constant_state_features(tmp_path, alg
 
     from metaconstraint.cli import app
 
-    args = ["run", algorithm, "--dataset", "D4RL/door/human-v2", "--steps", "60", "--eval-every", "60",
+    algorithm = "aspc-iql"
+    args = ["run", algorithm, "--dataset", "D4RL/door/human-v2", "--steps", "40", "--eval-every", "40",
             "--eval-episodes", "1", "--out", str(tmp_path)]
     result = CliRunner().invoke(app, args, env={"METACONSTRAINT_OFFLINE": "1"}, catch_exceptions=False)
     assert result.exit_code == 0, result.output
     summary = json.loads((tmp_path / algorithm / "D4RL__door__human-v2" / "seed0" / "summary.json").read_text())
-    assert summary["steps"] == 60 and math.isfinite(summary["final_score"])
-    assert ("final_alpha" in summary) == (algorithm == "aspc-iql")
+    assert summary["steps"] == 40 and math.isfinite(summary["final_score"])
+    assert math.isfinite(summary["final_alpha"]) and summary["final_alpha"] != 3.0
 
 
 def test_aspc_iql_resumes_bit_for_bit_with_dropout_and_meta_state(tmp_path):
@@ -269,8 +269,8 @@ def test_aspc_iql_resumes_bit_for_bit_with_dropout_and_meta_state(tmp_path):
 
     from metaconstraint.runs import checkpoint_paths, load_checkpoint
 
-    values = {"algorithm": "aspc-iql", "dataset": PEN, "steps": 40, "eval_every": 40, "eval_episodes": 1, "log_every": 10,
-              "checkpoint_every": 20, "actor_dropout": 0.1, "beta_interval": 5}
+    values = {"algorithm": "aspc-iql", "dataset": PEN, "steps": 24, "eval_every": 24, "eval_episodes": 1, "log_every": 6,
+              "checkpoint_every": 12, "actor_dropout": 0.1, "beta_interval": 4}
     finals = []
     for name in ("straight", "resumed"):
         trainer = Trainer(*build_configs({**values, "out": tmp_path / name}))
@@ -283,7 +283,7 @@ def test_aspc_iql_resumes_bit_for_bit_with_dropout_and_meta_state(tmp_path):
         finals.append((load_checkpoint(checkpoint_paths(folder)[-1], "cpu"), (folder / "metrics.jsonl").read_text(),
                        json.loads((folder / "summary.json").read_text())))
     (a, metrics_a, summary_a), (b, metrics_b, summary_b) = finals
-    assert a["iteration"] == b["iteration"] == 40
+    assert a["iteration"] == b["iteration"] == 24
     flat_a, flat_b = torch.utils._pytree.tree_flatten(a["state"])[0], torch.utils._pytree.tree_flatten(b["state"])[0]
     assert len(flat_a) == len(flat_b)
     for x, y in zip(flat_a, flat_b):
