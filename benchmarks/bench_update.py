@@ -9,7 +9,8 @@ For every registered algorithm (and the eager reference of TD3+BC and ASPC, ``ea
 - the **matmul roofline**: the same matrix products replayed alone, at the same shapes and memory
   layouts, in the same run; ``of roofline`` = updates/s over the rate those products alone allow,
   i.e. the share of the update's time that is matrix multiplication at the machine's GEMM speed;
-- ASPC / TD3+BC (time per iteration) and the ratio to the eager reference.
+- ASPC / TD3+BC (time per iteration) and the ratio to the eager reference, whose updates/s are
+  printed beside it.
 
 Pen shapes by default (45-d states, 24-d actions), each algorithm at its own default batch (256,
 ReBRAC 1024). Runs are interleaved round by round (A, B, ..., GEMM replay, A, B, ...); ratios are
@@ -18,6 +19,11 @@ fastest round (closest to an idle machine).
 
     OMP_NUM_THREADS=1 python benchmarks/bench_update.py
     OMP_NUM_THREADS=1 python benchmarks/bench_update.py --algorithms td3bc aspc --seeds 1 5 --profile aspc
+    OMP_NUM_THREADS=2 python benchmarks/bench_update.py --algorithms td3bc aspc --seeds 1 5 --compile
+
+``--compile`` adds the compiled update (the run option) of td3bc and aspc beside the eager one,
+with its compile time and the break-even point; its FLOPs and roofline are the eager update's
+(the same products).
 """
 
 from __future__ import annotations
@@ -130,9 +136,11 @@ class GemmReplay:
         return (time.perf_counter() - start) / self.iterations
 
 
-def package_runner(name: str, members: int, obs_dim: int, action_dim: int, steps: int = 1_000_000):
+def package_runner(name: str, members: int, obs_dim: int, action_dim: int, steps: int = 1_000_000, compile: bool = False):
     cls = ALGORITHMS[name]
     algorithm = cls(cls.Config(), ProblemSpec(obs_dim, action_dim, 1.0, steps), members, torch.device("cpu"))
+    if compile:
+        algorithm.compile()
     buffer = OfflineBuffer(synthetic_transitions(obs_dim, action_dim), StateNormalizer.identity(obs_dim))
     sampler = MemberSampler(buffer, algorithm.batch_size, list(range(members)))
     state = algorithm.init_state(list(range(members)))
@@ -196,6 +204,8 @@ def main() -> None:
     parser.add_argument("--stacked", nargs="+", default=["td3bc", "aspc"], help="Algorithms also timed at member counts > 1.")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's).")
     parser.add_argument("--profile", default=None, help="Also print a torch.profiler table of this algorithm (1 seed).")
+    parser.add_argument("--compile", nargs="*", default=None, metavar="ALGORITHM",
+                        help="Also time these algorithms (default: td3bc aspc) compiled (the run option), beside the eager ones.")
     args = parser.parse_args()
     if args.iterations % CYCLE:
         parser.error(f"--iterations must be a multiple of {CYCLE}")
@@ -211,18 +221,29 @@ def main() -> None:
         for members in args.seeds:
             if members == 1 or name in args.stacked:
                 runners[(name, members)] = package_runner(name, members, obs, act)
+    compiled = [] if args.compile is None else (args.compile or ["td3bc", "aspc"])
+    for name in compiled:
+        for members in args.seeds:
+            if (name, members) in runners:
+                runners[(name + "+compile", members)] = package_runner(name, members, obs, act, compile=True)
     if "td3bc" in names:
         runners[("eager-td3bc", 1)] = eager_runner(False, obs, act)
     if "aspc" in names:
         runners[("eager-aspc", 1)] = eager_runner(True, obs, act)
 
-    replays = {}
+    replays, compile_seconds = {}, {}
     for key, run in runners.items():
-        run(2 * CYCLE)  # warm-up: allocator, first actor and alpha steps
+        start = time.perf_counter()
+        run(2 * CYCLE)  # warm-up: allocator, first actor and alpha steps (and compilation)
+        if key[0].endswith("+compile"):
+            compile_seconds[key] = time.perf_counter() - start
+            continue
         recorder = GemmRecorder()
         with recorder:
             run(CYCLE)
         replays[key] = GemmReplay(recorder.calls, CYCLE)
+    for key in compile_seconds:  # the compiled update runs the same products as the eager one
+        replays[key] = replays[(key[0].removesuffix("+compile"), key[1])]
 
     rates: dict = {key: [] for key in runners}
     roofline: dict = {key: [] for key in runners}
@@ -236,28 +257,34 @@ def main() -> None:
         return statistics.median(values)
 
     print("| algorithm | seeds | batch | updates/s (median) | best | seed-updates/s | GFLOP/iter (matmul) | GEMM GFLOP/s at these shapes | "
-          "matmul roofline, updates/s | of roofline | vs eager | time vs TD3+BC |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+          "matmul roofline, updates/s | of roofline | vs eager reference | eager reference, updates/s | time vs TD3+BC | compiled vs eager |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for key in runners:
         name, members = key
+        algorithm = name.removesuffix("+compile")
         rate, best = statistics.median(rates[key]), max(rates[key])
         flops = replays[key].flops
         roof = statistics.median(roofline[key])
         share = statistics.median([r / f for r, f in zip(rates[key], roofline[key])])
-        eager_key = ("eager-aspc" if name == "aspc" else "eager-td3bc", 1)
-        vs_eager = ""
-        if name in ("td3bc", "aspc") and eager_key in rates:
+        eager_key = ("eager-aspc" if algorithm == "aspc" else "eager-td3bc", 1)
+        vs_eager = eager_rate = ""
+        if algorithm in ("td3bc", "aspc", "eager-td3bc", "eager-aspc") and eager_key in rates:
             vs_eager = f"{statistics.median([members * x / y for x, y in zip(rates[key], rates[eager_key])]):.2f}x"
-        elif name.startswith("eager"):
-            vs_eager = "1.00x"
+            eager_rate = f"{statistics.median(rates[eager_key]):.1f}"
         vs_td3bc = ""
-        base = ("eager-td3bc", 1) if name == "eager-aspc" else ("td3bc", members)
-        if name in ("aspc", "eager-aspc") and base in rates:
+        base = ("eager-td3bc", 1) if name == "eager-aspc" else (name.replace("aspc", "td3bc"), members)
+        if algorithm in ("aspc", "eager-aspc") and base in rates:
             vs_td3bc = f"{ratio(base, key):.3f}x"
+        vs_uncompiled = f"{ratio(key, (algorithm, members)):.2f}x" if key in compile_seconds else ""
         print(
             f"| {name} | {members} | {runners[key].batch} | {rate:.1f} | {best:.1f} | {rate * members:.1f} | {flops / 1e9:.3f} | "
-            f"{flops * roof / 1e9:.1f} | {roof:.1f} | {share:.0%} | {vs_eager} | {vs_td3bc} |"
+            f"{flops * roof / 1e9:.1f} | {roof:.1f} | {share:.0%} | {vs_eager} | {eager_rate} | {vs_td3bc} | {vs_uncompiled} |"
         )
+    for key, seconds in compile_seconds.items():
+        eager_rate, compiled_rate = statistics.median(rates[(key[0].removesuffix("+compile"), key[1])]), statistics.median(rates[key])
+        saved = 1 / eager_rate - 1 / compiled_rate
+        even = f"break-even after {seconds / saved:,.0f} iterations" if saved > 0 else "not faster: no break-even"
+        print(f"{key[0]} x{key[1]}: first {2 * CYCLE} iterations (compilation included) took {seconds:.1f} s; {even}")
     for name, meta in (("td3bc", None), ("aspc", CYCLE)):
         if (name, 1) in replays:
             print(f"\nanalytic count from the layer shapes, {name}: {analytic_flops(obs, act, 256, meta) / 1e9:.3f} GFLOP/iter "

@@ -194,7 +194,7 @@ def run(
         None, help="torch threads (default: torch's, all cores or OMP_NUM_THREADS); 1 on a machine other processes share."
     ),
     compile: bool = typer.Option(
-        False, "--compile", help="torch.compile the critic step (one seed: ~1.2x on CPU after 5-50 s of compiling)."
+        False, "--compile", help="torch.compile the update's first-order work (TD3-backbone methods, any --seeds): faster after ~1-2 min of compiling; pays off in long runs."
     ),
     out: Optional[Path] = typer.Option(None, help="Output root (default runs/)."),
     config: Optional[Path] = typer.Option(None, "--config", "-c", help="TOML or YAML config; flags override it."),

@@ -46,8 +46,8 @@ class RunConfig(BaseModel):
         "processes share the cores: oversubscribed threads make each iteration many times slower.",
     )
     compile: bool = Field(
-        False, description="torch.compile the critic step (one seed: ~1.2x faster on CPU after 5-50 s of compiling; "
-        "stacked seeds stay eager). Worth it for long runs.",
+        False, description="torch.compile the update's first-order work (critic and actor phases of TD3-backbone methods, "
+        "stacked seeds too; meta-iterations stay eager): faster after ~1-2 min of compiling (docs/performance.md). For long runs.",
     )
     out: Path = Path("runs")
     log_every: int = Field(1000, gt=0, description="Iterations between metric records (one host sync each).")

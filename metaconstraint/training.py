@@ -384,7 +384,7 @@ class Trainer:
         spec = ProblemSpec(self.info.observation_dim, self.info.action_dim, self.info.max_action, run.steps)
         self.algorithm: Algorithm = algorithm_class(run.algorithm)(algorithm_config, spec, len(self.seeds), self.device)
         if run.compile and not self.algorithm.compile():
-            self.notify(f"--compile: {run.algorithm} with {len(self.seeds)} stacked seed(s) has nothing compiled; it runs eagerly.")
+            self.notify(f"--compile: {run.algorithm} has no compiled form; it runs eagerly.")
         self.resolved = {**resolved_config(run, algorithm_config), "dataset": self.dataset_id}
         self.last_checkpoint: int | None = None
 

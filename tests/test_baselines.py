@@ -88,7 +88,7 @@ def test_wpc_value_regresses_onto_the_critic_target():
     batch = hand_batch()
     bootstrap = {"target": torch.full((1, B), 4.0), "next_actions": batch["next_actions"]}
     for _ in range(150):
-        metrics = algorithm.update_auxiliary(state, batch, bootstrap, None)
+        metrics = algorithm.update_auxiliary(state, batch, bootstrap)
     values = algorithm.value.apply(member(state["value"], 0), batch["observations"][0])
     torch.testing.assert_close(values, torch.full((B,), 4.0), atol=0.05, rtol=0)
     assert metrics["value_loss"].item() < 1e-2

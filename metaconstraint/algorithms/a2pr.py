@@ -179,16 +179,19 @@ class A2PR(TD3BC):
         loss = vae_loss(reconstruction, mean, log_std, actions, self.config.vae_weight * gate.to(actions.dtype))
         return loss, gate.to(actions.dtype).mean()
 
-    def update_auxiliary(self, state, batch, bootstrap, sampler):
+    def draw_noise(self, sampler, batch):
+        """The VAE's latent draws ``(M, B, L)``: one for its training step, one for the actor's
+        reconstruction ``VAE(s, pi(s))``, which travels with the batch."""
         batch_size = batch["actions"].shape[1]
+        return {"vae_train_noise": sampler.normal(batch_size, self.latent_dim), "vae_noise": sampler.normal(batch_size, self.latent_dim)}
+
+    def update_auxiliary(self, state, batch, bootstrap):
         state["value"], state["value_opt"], value_loss, v_mean = gradient_step(
             self._member_value_loss, self.value_optimizer, state["value"], state["value_opt"],
             state["critic"], batch, bootstrap, num_members=self.num_members,
         )
         state["vae"], state["vae_opt"], loss, gated = gradient_step(
             self._member_vae_loss, self.vae_optimizer, state["vae"], state["vae_opt"],
-            state["critic"], state["value"], batch, sampler.normal(batch_size, self.latent_dim), num_members=self.num_members,
+            state["critic"], state["value"], batch, batch["vae_train_noise"], num_members=self.num_members,
         )
-        # The actor's reconstruction VAE(s, pi(s)) draws its latent noise now; it travels with the batch.
-        batch["vae_noise"] = sampler.normal(batch_size, self.latent_dim)
         return {"value_loss": value_loss, "v_mean": v_mean, "vae_loss": loss, "positive_advantage": gated}

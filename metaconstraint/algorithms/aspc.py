@@ -80,8 +80,11 @@ class ASPC(TD3BC):
     def scale_values(self, state):
         return MetaParameters.values(state["meta"]["raw"])
 
+    def is_meta_iteration(self, iteration):
+        return iteration is not None and iteration % self.meta_interval == 0
+
     def update_actor(self, state, batch, iteration):
-        if iteration % self.meta_interval != 0:
+        if not self.is_meta_iteration(iteration):
             return super().update_actor(state, batch, iteration)
         frozen = {"critic": state["critic"]}
         state["actor"], state["actor_opt"], state["meta"], state["outer"], info = bilevel_step(

@@ -22,7 +22,7 @@ from pydantic import Field
 from torch import Tensor
 
 from metaconstraint.algorithms.base import Algorithm, AlgorithmConfig, register_algorithm
-from metaconstraint.engine import BilevelProblem, MetaParameters, adam, detach_tree, inner_step, per_member
+from metaconstraint.engine import BilevelProblem, MetaParameters, adam, detach_tree, inner_step, per_member, value_and_grad
 from metaconstraint.objectives.td3bc import TD3BCObjective
 from metaconstraint.outer_losses import context_factory
 from metaconstraint.rl.networks import deterministic_actor, init_members, twin_critic
@@ -73,13 +73,15 @@ def critic_loss(critic, critic_params, batch, target):
 def gradient_step(member_loss, optimizer, params, opt_state, *inputs, num_members):
     """One real optimizer step on ``sum_M member_loss(params, *inputs)``; ``member_loss`` returns
     ``(loss, aux)`` for one member. Returns ``(params, opt_state, loss (M,), aux)``."""
-    leaf = {k: v.detach().requires_grad_() for k, v in params.items()}
-    with torch.enable_grad():
-        loss, aux = per_member(member_loss, num_members)(leaf, *inputs)
-        grads = torch.autograd.grad(loss.sum(), list(leaf.values()))
+
+    def summed(p):
+        loss, aux = per_member(member_loss, num_members)(p, *inputs)
+        return loss.sum(), (loss, aux)
+
+    grads, _, (loss, aux) = value_and_grad(summed, params)
     with torch.no_grad():
-        params, opt_state = optimizer.step(dict(zip(leaf, grads)), opt_state, params)
-    return params, opt_state, loss.detach(), detach_tree(aux)
+        params, opt_state = optimizer.step(grads, opt_state, params)
+    return params, opt_state, loss, aux
 
 
 @register_algorithm
@@ -103,16 +105,22 @@ class TD3BC(Algorithm):
             num_members=num_members,
         )
         self._bootstrap = per_member(self._member_bootstrap, num_members)
+        self._critic_phase = self.critic_phase  # compile() replaces both by their compiled forms
+        self._actor_phase = self.actor_phase
 
     def compile(self) -> bool:
-        """Compile the critic step's two per-member functions (target bootstrap; twin-critic loss,
-        whose backward AOTAutograd compiles too) for one member. The actor step stays eager: the
-        bilevel step differentiates through its gradient, which compiled graphs do not support.
-        Stacked members (vmap) gain nothing measurable, so they stay eager (docs/performance.md)."""
-        if self.num_members != 1:
-            return False
-        self._member_critic_loss = torch.compile(self._member_critic_loss, dynamic=False)
-        self._bootstrap = per_member(torch.compile(self._member_bootstrap, dynamic=False), 1)
+        """Compile an iteration's first-order work with ``torch.compile`` as two graphs: the critic
+        phase (target bootstrap, twin-critic step with its backward and Adam, the auxiliary networks)
+        and the actor phase (first-order actor step, target updates). Gradients are then taken by
+        ``torch.func.grad`` and Adam is written out of place, so forward, backward and optimizer fuse
+        into one graph each. Bilevel (meta) iterations stay eager: their second-order graph
+        differentiates through a gradient, which compiled graphs do not support.
+
+        ``dynamic=None``: the first step compiles with static step counts, the second recompiles with
+        the optimizers' step counts symbolic (so bias corrections are graph inputs); shapes stay static.
+        """
+        self._critic_phase = torch.compile(self.critic_phase)
+        self._actor_phase = torch.compile(self.actor_phase)
         return True
 
     # Hooks of the TD3-backbone methods (wPC, A2PR, ReBRAC override them).
@@ -174,8 +182,13 @@ class TD3BC(Algorithm):
         )
         return {"critic_loss": loss, "q_mean": q_mean}
 
-    def update_auxiliary(self, state, batch, bootstrap, sampler) -> dict[str, Tensor]:
+    def update_auxiliary(self, state, batch, bootstrap) -> dict[str, Tensor]:
         """Networks trained beside the critic every iteration (wPC's and A2PR's V, A2PR's VAE)."""
+        return {}
+
+    def draw_noise(self, sampler, batch) -> dict[str, Tensor]:
+        """Random draws besides the minibatch and the smoothing noise, made before the iteration's
+        computation (so that it is one compilable function of its inputs); they join the batch."""
         return {}
 
     def scale_values(self, state) -> dict[str, Tensor]:
@@ -186,7 +199,14 @@ class TD3BC(Algorithm):
         """What the actor objective reads besides the actor (``frozen`` of the inner objective)."""
         return {"critic": state["critic"]}
 
+    def is_meta_iteration(self, iteration: int | None) -> bool:
+        """Whether this iteration's actor step is a bilevel step (never, for fixed-scale methods;
+        ``None``: a step known to be first-order)."""
+        return False
+
     def update_actor(self, state, batch, iteration):
+        """The actor step; ``iteration`` is ``None`` where the step is known to be first-order (the
+        compiled actor phase, which must not depend on the iteration number)."""
         frozen = self.frozen_inputs(state)
         state["actor"], state["actor_opt"], loss = inner_step(
             self.problem, state["actor"], state["actor_opt"], self.scale_values(state), batch, frozen
@@ -200,15 +220,30 @@ class TD3BC(Algorithm):
             keys = list(state[target])
             torch._foreach_lerp_([state[target][k] for k in keys], [state[online][k] for k in keys], tau)
 
+    def critic_phase(self, state, batch, noise):
+        """Target bootstrap, the critic step and the auxiliary networks' steps (every iteration)."""
+        bootstrap = self.bootstrap(state, batch, noise)
+        metrics = self.update_critic(state, batch, bootstrap["target"])
+        metrics.update(self.update_auxiliary(state, batch, bootstrap))
+        return metrics
+
+    def actor_phase(self, state, batch, iteration):
+        """The actor step and the target updates (every ``policy_freq`` iterations)."""
+        metrics = self.update_actor(state, batch, iteration)
+        self.update_targets(state)
+        return metrics
+
     def update(self, state, sampler, iteration):
         batch = sampler.sample()
         noise = sampler.normal(*batch["actions"].shape[1:])
-        bootstrap = self.bootstrap(state, batch, noise)
-        metrics = self.update_critic(state, batch, bootstrap["target"])
-        metrics.update(self.update_auxiliary(state, batch, bootstrap, sampler))
+        batch.update(self.draw_noise(sampler, batch))
+        metrics = self._critic_phase(state, batch, noise)
         if iteration % self.config.policy_freq == 0:
-            metrics.update(self.update_actor(state, batch, iteration))
-            self.update_targets(state)
+            if self.is_meta_iteration(iteration):
+                metrics.update(self.actor_phase(state, batch, iteration))
+            else:
+                # first-order: the iteration number is not an input of the (compiled) actor phase
+                metrics.update(self._actor_phase(state, batch, None))
         return state, metrics
 
     @torch.no_grad()

@@ -106,7 +106,7 @@ class WPC(TD3BC):
     def _member_value_loss(self, params, states, targets):
         return value_regression_loss(self.value, params, states, targets)
 
-    def update_auxiliary(self, state, batch, bootstrap, sampler):
+    def update_auxiliary(self, state, batch, bootstrap):
         state["value"], state["value_opt"], loss, v_mean = gradient_step(
             self._member_value_loss, self.value_optimizer, state["value"], state["value_opt"],
             batch["observations"], bootstrap["target"], num_members=self.num_members,

@@ -11,7 +11,7 @@ from metaconstraint.engine.bilevel import (
 )
 from metaconstraint.engine.members import member, per_member, stack_members
 from metaconstraint.engine.meta import MetaParameter, MetaParameters, inverse_softplus
-from metaconstraint.engine.optim import Optimizer, adam, detach_tree, sgd
+from metaconstraint.engine.optim import Optimizer, adam, detach_tree, sgd, value_and_grad
 
 __all__ = [
     "BilevelProblem",
@@ -30,4 +30,5 @@ __all__ = [
     "per_member",
     "sgd",
     "stack_members",
+    "value_and_grad",
 ]

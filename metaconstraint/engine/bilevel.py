@@ -27,7 +27,7 @@ from torch import Tensor
 
 from metaconstraint.engine.members import per_member
 from metaconstraint.engine.meta import MetaParameters
-from metaconstraint.engine.optim import Optimizer, Params, detach_tree
+from metaconstraint.engine.optim import Optimizer, Params, detach_tree, value_and_grad
 
 InnerObjective = Callable[[Params, dict[str, Tensor], dict[str, Tensor], dict[str, Any]], Tensor]
 """``f(params, meta, batch, frozen) -> scalar`` for one member."""
@@ -142,13 +142,15 @@ def inner_step(
     lr: float | None = None,
 ) -> tuple[Params, dict[str, Any], Tensor]:
     """A first-order step of the inner objective; returns ``(params, opt_state, loss (M,))``."""
-    leaf = _requires_grad(params)
-    with torch.enable_grad():
-        loss = per_member(problem.inner_objective, problem.num_members)(leaf, meta, batch, frozen)
-        grads = torch.autograd.grad(loss.sum(), list(leaf.values()))
+
+    def summed(p):
+        loss = per_member(problem.inner_objective, problem.num_members)(p, meta, batch, frozen)
+        return loss.sum(), loss
+
+    grads, _, loss = value_and_grad(summed, params)
     with torch.no_grad():
-        new_params, new_state = problem.optimizer.step(dict(zip(leaf, grads)), opt_state, params, lr=lr)
-    return new_params, new_state, loss.detach()
+        new_params, new_state = problem.optimizer.step(grads, opt_state, params, lr=lr)
+    return new_params, new_state, loss
 
 
 def bilevel_step(

@@ -107,13 +107,12 @@ def adam(lr: float, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8
         v_old = [state["exp_avg_sq"][k] for k in keys]
         p_old = [params[k] for k in keys]
         differentiable = torch.is_grad_enabled() and any(x.requires_grad for x in g + p_old)
-        if differentiable:
+        if differentiable or torch.compiler.is_compiling():
+            # compiled: out of place too, the compiler fuses each parameter's update into one kernel
+            sqrt = _safe_sqrt if differentiable else torch.sqrt
             m = [beta1 * mi + (1.0 - beta1) * gi for mi, gi in zip(m_old, g)]
             v = [beta2 * vi + (1.0 - beta2) * gi * gi for vi, gi in zip(v_old, g)]
-            p = [
-                pi - step_size * mi / (_safe_sqrt(vi) / bias2_sqrt + eps)
-                for pi, mi, vi in zip(p_old, m, v)
-            ]
+            p = [pi - step_size * mi / (sqrt(vi) / bias2_sqrt + eps) for pi, mi, vi in zip(p_old, m, v)]
         else:
             m, v, p = m_old, v_old, p_old
             _fused_adam_in_place(p, g, m, v, t, eta, beta1, beta2, eps)
@@ -130,6 +129,28 @@ def _fused_adam_in_place(params, grads, exp_avg, exp_avg_sq, count, lr, beta1, b
         params, grads, exp_avg, exp_avg_sq, [], steps,
         lr=lr, beta1=beta1, beta2=beta2, weight_decay=0.0, eps=eps, amsgrad=False, maximize=False,
     )
+
+
+def value_and_grad(loss_fn: Callable[[Params], tuple[Tensor, Any]], params: Params) -> tuple[Params, Tensor, Any]:
+    """``(grads, loss, aux)`` of ``loss_fn(params) -> (scalar loss, aux)``; ``loss`` and ``aux`` detached.
+
+    Eagerly by ``torch.autograd.grad`` on detached leaves; under ``torch.compile`` by
+    ``torch.func.grad``, which the compiler traces into the same graph as the forward pass
+    (``autograd.grad`` would split the graph there and leave the backward eager).
+    """
+    if torch.compiler.is_compiling():
+
+        def with_loss(p):
+            loss, aux = loss_fn(p)
+            return loss, (loss, aux)
+
+        grads, (loss, aux) = torch.func.grad(with_loss, has_aux=True)(params)
+        return grads, loss.detach(), detach_tree(aux)
+    leaf = {k: v.detach().requires_grad_() for k, v in params.items()}
+    with torch.enable_grad():
+        loss, aux = loss_fn(leaf)
+        grads = torch.autograd.grad(loss, list(leaf.values()))
+    return dict(zip(leaf, grads)), loss.detach(), detach_tree(aux)
 
 
 def detach_tree(tree: Any) -> Any:
