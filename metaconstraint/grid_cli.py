@@ -5,6 +5,7 @@ Heavy imports (torch, matplotlib) happen inside the commands, so ``metaconstrain
 
 from __future__ import annotations
 
+import signal
 from enum import Enum
 from pathlib import Path
 from typing import Optional
@@ -80,13 +81,15 @@ def run_and_report(cells, backend, out: Path, spec: dict, labels, dataset_names,
         write_grid_record(out, stopped.outcomes, spec)
         unfinished = sum(o.status == "interrupted" for o in stopped.outcomes)
         console.print(
-            f"[yellow]stopped[/] ({stopped.signal_number and __import__('signal').Signals(stopped.signal_number).name}): "
-            f"{unfinished} run(s) unfinished, each with its newest checkpoint. Rerun the same command to resume.",
+            f"[yellow]stopped[/] ({signal.Signals(stopped.signal_number).name}): {unfinished} run(s) unfinished, each "
+            "with its newest checkpoint. Rerun the same command to resume.",
             highlight=False,
         )
-        raise typer.Exit(128 + stopped.signal_number if stopped.signal_number else EXIT_INTERRUPTED)
+        raise typer.Exit(128 + stopped.signal_number)
     except RayBackendError as error:
         fail(str(error))
+    except KeyboardInterrupt:  # before the runs started (Ray still starting) or a second Ctrl-C
+        fail("interrupted; every run keeps its newest checkpoint. Rerun the same command to resume.", EXIT_INTERRUPTED)
     write_grid_record(out, outcomes, spec)
     results = []
     for outcome in outcomes:
