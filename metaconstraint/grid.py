@@ -276,6 +276,7 @@ def deliver_run_files(directory: Path, files: dict[str, bytes]) -> list[str]:
 
 _PROGRESS_QUEUE = None
 _STOP_EVENT = None
+_IN_RUN = False  # a cell is being set up or finished, outside the training loop's own signal handling
 
 
 def _init_worker(progress_queue, stop_event, threads: int) -> None:
@@ -287,16 +288,19 @@ def _init_worker(progress_queue, stop_event, threads: int) -> None:
     # workers itself, one SIGTERM each (a second signal would skip the run's final checkpoint).
     os.setpgrp()
 
-    def between_runs(signum, frame):  # training replaces this handler while a run trains
+    def outside_training(signum, frame):  # the training loop replaces this handler while it runs
         stop_event.set()
+        if _IN_RUN:
+            raise KeyboardInterrupt  # loading data or writing the summary: stop now, checkpoints are intact
 
-    signal.signal(signal.SIGINT, between_runs)
-    signal.signal(signal.SIGTERM, between_runs)
+    signal.signal(signal.SIGINT, outside_training)
+    signal.signal(signal.SIGTERM, outside_training)
     torch.set_num_threads(threads)
 
 
 def _local_work(index: int, values: dict[str, Any]) -> dict[str, Any]:
     """Run cell ``index`` in a pool worker, unless the grid is stopping: then it is not started."""
+    global _IN_RUN
     if _STOP_EVENT is not None and _STOP_EVENT.is_set():
         return {"status": "interrupted", "not_started": True}
 
@@ -304,7 +308,14 @@ def _local_work(index: int, values: dict[str, Any]) -> dict[str, Any]:
         _PROGRESS_QUEUE.put(("progress", index, iteration, score, alpha))
 
     _PROGRESS_QUEUE.put(("started", index, f"pid {os.getpid()}"))
-    result = execute_cell(values, progress)
+    _IN_RUN = True
+    try:
+        result = execute_cell(values, progress)
+    except KeyboardInterrupt:
+        result = {"status": "interrupted", "error": "stopped outside its training loop; its checkpoints are intact",
+                  "signal": signal.SIGTERM}
+    finally:
+        _IN_RUN = False
     if result["status"] == "interrupted":
         _STOP_EVENT.set()  # a worker that was told to stop takes no further cell
     return result
@@ -370,6 +381,7 @@ class LocalBackend:
         context = multiprocessing.get_context("spawn")
         progress_queue, stop_event = context.Queue(), context.Event()
         running: dict[int, int] = {}  # cell index -> worker pid
+        finished: set[int] = set()
 
         def drain() -> Iterator[Event]:
             while True:
@@ -377,7 +389,7 @@ class LocalBackend:
                     event = progress_queue.get_nowait()
                 except queue_module.Empty:
                     return
-                if event[0] == "started":
+                if event[0] == "started" and event[1] not in finished:  # the queue may lag behind the result
                     running[event[1]] = int(event[2].split()[-1])
                 yield event
 
@@ -385,7 +397,7 @@ class LocalBackend:
             stop_event.set()
             for future in futures:
                 future.cancel()
-            for pid in running.values():
+            for pid in set(running.values()):  # once each: a second signal skips the final checkpoint
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal_number)
 
@@ -409,6 +421,7 @@ class LocalBackend:
                 for future in done:
                     index = futures[future]
                     running.pop(index, None)
+                    finished.add(index)
                     if future.cancelled():
                         result = {"status": "interrupted", "not_started": True}
                     else:

@@ -199,8 +199,12 @@ class RayBackend:
         ray = self.ray
         from ray.exceptions import RayError, RayTaskError, TaskCancelledError
 
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
         threads = max(1, int(self.cpus_per_run))
-        sink = ray.remote(num_cpus=0)(_ProgressSink).remote()
+        # on the driver's own node: a worker node that dies must not take the progress channel with it
+        here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
+        sink = ray.remote(num_cpus=0)(_ProgressSink).options(scheduling_strategy=here).remote()
         task = ray.remote(_run_task).options(
             num_cpus=self.cpus_per_run,
             num_gpus=self.gpus_per_run,
@@ -217,7 +221,7 @@ class RayBackend:
             while remaining:
                 try:
                     done, remaining = ray.wait(remaining, num_returns=len(remaining), timeout=0.5)
-                    events = ray.get(sink.drain.remote())
+                    events = self._drain(sink)
                 except KeyboardInterrupt:  # a second signal: stop the runs at once
                     for ref in remaining:
                         ray.cancel(ref, force=True)
@@ -245,6 +249,15 @@ class RayBackend:
                             "error": f"lost {self.max_retries + 1} time(s) (Ray: {first}); rerun the grid to resume it",
                         }
                     yield ("finished", refs[ref], result)
-            yield from ray.get(sink.drain.remote())
+            yield from self._drain(sink)
         finally:
             ray.shutdown()
+
+    def _drain(self, sink) -> list[tuple]:
+        """The progress messages so far; none when the channel is briefly unreachable (results still arrive)."""
+        from ray.exceptions import RayError
+
+        try:
+            return self.ray.get(sink.drain.remote(), timeout=30)
+        except (RayError, TimeoutError):
+            return []

@@ -160,22 +160,25 @@ def test_the_ray_backend_finishes_a_local_grid_with_the_same_results(grid, tmp_p
     for seed in (0, 1):  # two runs the local backend finished
         shutil.copytree(out / "td3bc" / "dapg__pen__expert-v0" / f"seed{seed}", mixed / "td3bc" / "dapg__pen__expert-v0" / f"seed{seed}")
     result = runner.invoke(
-        app, ["compare", "td3bc", "--datasets", PEN, *TINY[:-2], "--seeds", "3", "--backend", "ray", "--workers", "1",
-              "--out", str(mixed)], catch_exceptions=False,
+        app, ["compare", "td3bc", "--datasets", f"{PEN},nope/missing-v0", *TINY[:-2], "--seeds", "3", "--backend", "ray",
+              "--workers", "1", "--out", str(mixed)], catch_exceptions=False,
     )
-    assert result.exit_code == 0, result.output
+    assert result.exit_code == 1, result.output  # the missing dataset's runs failed; the grid went on
     output = " ".join(result.output.split())
     assert "skipping 2 finished run(s)" in output and "as Ray tasks on a new single-node cluster on 127.0.0.1" in output
-    cells = {c["seed"]: c for c in json.loads((mixed / "grid.json").read_text())["cells"]}
-    assert cells[2]["status"] == "done" and cells[2]["node"] == "127.0.0.1"
-    assert [cells[s]["status"] for s in (0, 1)] == ["skipped", "skipped"]
+    assert "failed td3bc nope/missing-v0 seed0" in output and "3 of 6 run(s) failed" in output
+    cells = {(c["dataset"], c["seed"]): c for c in json.loads((mixed / "grid.json").read_text())["cells"]}
+    assert cells[(PEN, 2)]["status"] == "done" and cells[(PEN, 2)]["node"] == "127.0.0.1"
+    assert [cells[(PEN, s)]["status"] for s in (0, 1)] == ["skipped", "skipped"]
+    assert cells[("nope/missing-v0", 1)]["status"] == "failed" and "nope/missing-v0" in cells[("nope/missing-v0", 1)]["error"]
     # seed 2 trained on Ray equals seed 2 trained by the local backend (the failing-cell grid above)
     ray_run, local_run = (root / "td3bc" / "dapg__pen__expert-v0" / "seed2" for root in (mixed, out))
     assert comparable(json.loads((ray_run / "summary.json").read_text())) == comparable(
         json.loads((local_run / "summary.json").read_text())
     )
     assert metric_records(ray_run) == metric_records(local_run)
-    assert read_csv(mixed / "results.csv")[PEN]["td3bc runs"] == "3"
+    rows = read_csv(mixed / "results.csv")
+    assert rows[PEN]["td3bc runs"] == "3" and rows["nope/missing-v0"]["td3bc failed"] == "3"
     assert "--backend ray" in (mixed / "results.md").read_text()
     assert marked_pids(ray_env["METACONSTRAINT_TEST_MARKER"]) == []  # the cluster it started is gone
 
