@@ -86,7 +86,8 @@ def short_error(error: str | None, limit: int = 160) -> str:
 
 
 def cell_name(values: dict[str, Any]) -> str:
-    return f"{values['algorithm']} {values['dataset']} seed{values['seed']}"
+    tag = f"-{values['tag']}" if values.get("tag") else ""
+    return f"{values['algorithm']} {values['dataset']} seed{values['seed']}{tag}"
 
 
 def dataset_id(name: str) -> str:
