@@ -77,6 +77,7 @@ def _print_dry_run(report: dict) -> None:
 
 def _train_or_check(values: dict, resume: bool, dry_run: bool) -> None:
     from metaconstraint.config import ConfigError, build_configs
+    from metaconstraint.objectives import ObjectiveError
     from metaconstraint.rl.data import DatasetError
     from metaconstraint.runs import RunFolderError
     from metaconstraint.trackers import TrackerError
@@ -100,7 +101,7 @@ def _train_or_check(values: dict, resume: bool, dry_run: bool) -> None:
             return
         with console.status(f"loading {run.dataset}"):
             trainer = Trainer(run, algorithm_config, notify=notify)
-    except (ConfigError, DatasetError, DeviceError, ResumeError) as error:
+    except (ConfigError, DatasetError, DeviceError, ResumeError, ObjectiveError) as error:
         fail(str(error))
     except RunFolderError as error:
         fail(str(error), EXIT_IO)

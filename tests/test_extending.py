@@ -87,6 +87,7 @@ def test_an_algorithm_is_a_configuration():
 @pytest.mark.parametrize("args,message", [
     (["--objective", "nope_module:Objective"], "cannot import module 'nope_module'"),
     (["--outer-loss", "l1", "--outer-loss", "nope_module:loss"], "cannot import module 'nope_module'"),
+    (["--objective", "awr"], "the awr objective needs a stochastic actor"),  # aspc's actor is deterministic
 ])
 def test_cli_rejects_bad_user_code_paths_with_a_message(tmp_path, args, message):
     result = CliRunner().invoke(app, ["run", "aspc", "--dataset", "dapg/pen/expert-v0", "--steps", "10", *args, "--out", str(tmp_path)],

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from metaconstraint.objectives.registry import ObjectiveError
 from metaconstraint.rl.networks import GaussianActor, Network
 
 MAX_WEIGHT = 100.0
@@ -57,6 +58,13 @@ class AWRObjective:
     critic: Network | None = None
     scale_name: str = "beta"
     max_weight: float = MAX_WEIGHT
+
+    def __post_init__(self):
+        if not isinstance(self.actor, GaussianActor):
+            raise ObjectiveError(
+                "the awr objective needs a stochastic actor with log_prob (the IQL backbone: aspc-iql); "
+                f"this algorithm's actor is a {type(self.actor).__name__}."
+            )
 
     def loss(self, params, beta: Tensor, batch, frozen) -> Tensor:
         log_probs = self.actor.log_prob(params, batch["observations"], batch["actions"], frozen.get("dropout"))

@@ -61,7 +61,15 @@ def resolve_objective(spec: str) -> Callable:
 
 def build_objective(spec: str, **networks):
     """``resolve_objective(spec)(**networks)``, checked to offer the objective interface."""
-    objective = resolve_objective(spec)(**networks)
+    try:
+        objective = resolve_objective(spec)(**networks)
+    except ObjectiveError:
+        raise
+    except (TypeError, ValueError) as error:
+        raise ObjectiveError(
+            f"inner objective '{spec}' cannot be built from this algorithm's networks "
+            f"({', '.join(networks)}): {error}"
+        ) from None
     missing = [name for name in ("scale_name", "inner", "at_updated") if not hasattr(objective, name)]
     if missing:
         raise ObjectiveError(
