@@ -194,8 +194,9 @@ def run(
     threads: Optional[int] = typer.Option(
         None, help="torch threads (default: torch's, all cores or OMP_NUM_THREADS); 1 on a machine other processes share."
     ),
-    compile: bool = typer.Option(
-        False, "--compile", help="torch.compile the update's first-order work (TD3-backbone methods, any --seeds): faster after ~1-2 min of compiling; pays off in long runs."
+    compile: Optional[bool] = typer.Option(
+        None, "--compile/--no-compile",
+        help="torch.compile the update (TD3-backbone methods, any --seeds); default: on from 50,000 --steps.",
     ),
     out: Optional[Path] = typer.Option(None, help="Output root (default runs/)."),
     config: Optional[Path] = typer.Option(None, "--config", "-c", help="TOML or YAML config; flags override it."),
@@ -238,7 +239,7 @@ def run(
         "eval_episodes": eval_episodes,
         "device": device,
         "threads": threads,
-        "compile": compile or None,
+        "compile": compile,
         "out": out,
         "outer_losses": outer_loss or None,
         "objective": objective,

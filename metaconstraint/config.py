@@ -45,9 +45,10 @@ class RunConfig(BaseModel):
         description="torch threads of this run (default: torch's choice, all cores or OMP_NUM_THREADS). Use 1 when other "
         "processes share the cores: oversubscribed threads make each iteration many times slower.",
     )
-    compile: bool = Field(
-        False, description="torch.compile the update's first-order work (critic and actor phases of TD3-backbone methods, "
-        "stacked seeds too; meta-iterations stay eager): faster after ~1-2 min of compiling (docs/performance.md). For long runs.",
+    compile: bool | None = Field(
+        None, description="torch.compile the update's first-order work (TD3-backbone methods, stacked seeds too; "
+        "meta-iterations stay eager). Default: on for runs of at least 50,000 iterations, where the 1-2 min of "
+        "compiling has paid for itself many times (docs/performance.md); off for shorter ones.",
     )
     out: Path = Path("runs")
     log_every: int = Field(1000, gt=0, description="Iterations between metric records (one host sync each).")

@@ -63,6 +63,14 @@ TRACKER_KEYS = ("loggers", "wandb_mode", "wandb_project", "mlflow_tracking_uri")
 RESUME_FREE_KEYS = ("out", "device", "threads", "compile", *TRACKER_KEYS)  # may differ between a checkpoint and the run resuming it
 
 
+COMPILE_FROM_STEPS = 50_000  # runs this long compile by default: compiling (1-2 min) is repaid within ~10k iterations
+
+
+def compile_wanted(run: RunConfig) -> bool:
+    """The run option ``compile``, or by default whether the run is long enough to repay compiling."""
+    return run.compile if run.compile is not None else run.steps >= COMPILE_FROM_STEPS
+
+
 class RunLogger:
     """A sink for a run's records beside metrics.jsonl/csv (TensorBoard, W&B, MLflow, ...).
 
@@ -383,7 +391,7 @@ class Trainer:
         self.buffer = OfflineBuffer(transitions, self.normalizer, self.device)
         spec = ProblemSpec(self.info.observation_dim, self.info.action_dim, self.info.max_action, run.steps)
         self.algorithm: Algorithm = algorithm_class(run.algorithm)(algorithm_config, spec, len(self.seeds), self.device)
-        if run.compile and not self.algorithm.compile():
+        if compile_wanted(run) and not self.algorithm.compile() and run.compile:
             self.notify(f"--compile: {run.algorithm} has no compiled form; it runs eagerly.")
         self.resolved = {**resolved_config(run, algorithm_config), "dataset": self.dataset_id}
         self.last_checkpoint: int | None = None

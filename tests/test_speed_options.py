@@ -46,6 +46,41 @@ def test_compile_of_an_algorithm_without_compiled_form_runs_eagerly_and_says_so(
     assert config["compile"] is True
 
 
+def test_compile_is_on_by_default_for_long_runs_only():
+    from metaconstraint.config import RunConfig
+    from metaconstraint.training import COMPILE_FROM_STEPS, compile_wanted
+
+    def run(**values):
+        return RunConfig(algorithm="td3bc", dataset="D4RL/door/human-v2", **values)
+
+    assert compile_wanted(run()) is True  # the default --steps, 1M
+    assert compile_wanted(run(steps=COMPILE_FROM_STEPS - 1)) is False
+    assert compile_wanted(run(steps=COMPILE_FROM_STEPS)) is True
+    assert compile_wanted(run(steps=100, compile=True)) is True
+    assert compile_wanted(run(compile=False)) is False
+
+
+def test_no_compile_flag_is_recorded(tmp_path):
+    result = runner.invoke(app, ["run", "td3bc", "--dataset", "D4RL/door/human-v2", "--no-compile", "--dry-run", "--out", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    assert "compile = false" in result.output
+
+
+def test_a_failed_compilation_warns_and_trains_eagerly(float64):
+    """Where inductor cannot compile (no C++ compiler, say), the run goes on eagerly with a warning
+    and trains exactly the networks the eager update trains."""
+
+    def failing_compile(fn, **_):
+        def call(*args):
+            raise torch._dynamo.exc.BackendCompilerFailed(fn, RuntimeError("no C++ compiler"), None)
+
+        return call
+
+    with pytest.warns(UserWarning, match="no C.. compiler.*running eagerly"):
+        eager, fallback = train_both("td3bc", 1, 4, failing_compile)
+    assert_same_training(eager, fallback, rtol=0, atol=0)
+
+
 @pytest.fixture
 def float64():
     previous = torch.get_default_dtype()

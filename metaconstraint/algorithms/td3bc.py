@@ -23,6 +23,7 @@ from torch import Tensor
 
 from metaconstraint.algorithms.base import Algorithm, AlgorithmConfig, register_algorithm
 from metaconstraint.engine import BilevelProblem, MetaParameters, adam, detach_tree, inner_step, per_member, value_and_grad
+from metaconstraint.engine.compiled import compiled_or_eager
 from metaconstraint.objectives.td3bc import TD3BCObjective
 from metaconstraint.outer_losses import context_factory
 from metaconstraint.rl.networks import deterministic_actor, init_members, twin_critic
@@ -116,11 +117,12 @@ class TD3BC(Algorithm):
         into one graph each. Bilevel (meta) iterations stay eager: their second-order graph
         differentiates through a gradient, which compiled graphs do not support.
 
-        ``dynamic=None``: the first step compiles with static step counts, the second recompiles with
-        the optimizers' step counts symbolic (so bias corrections are graph inputs); shapes stay static.
+        The first step compiles with static step counts, the second recompiles with the optimizers'
+        step counts symbolic (so bias corrections are graph inputs); shapes stay static. Where
+        compiling fails (no C++ compiler, say), a warning and the eager phases.
         """
-        self._critic_phase = torch.compile(self.critic_phase)
-        self._actor_phase = torch.compile(self.actor_phase)
+        self._critic_phase = compiled_or_eager(self.critic_phase)
+        self._actor_phase = compiled_or_eager(self.actor_phase)
         return True
 
     # Hooks of the TD3-backbone methods (wPC, A2PR, ReBRAC override them).
