@@ -11,7 +11,10 @@ then committed. The outer losses are ASPC's (:mod:`metaconstraint.outer_losses.b
 L1 is the AWR objective at :math:`\tilde\theta` with :math:`\beta` held constant; L2 and L3 read the
 policy's mean action (the evaluated action) and the online critic's :math:`Q_1`, as documented in
 :mod:`metaconstraint.objectives.awr`. Adam on :math:`\rho` with lr 2e-3 decays to 1% over
-``beta_lr_decay_steps`` iterations (default: the run's length), as ASPC's alpha.
+``beta_lr_decay_steps`` iterations (default: the run's length), as ASPC's alpha; the
+``--alpha-lr-decay-steps`` flag is ASPC's own (in a ``compare`` of both it reaches ASPC only), so set
+``beta_lr_decay_steps`` in a config file. As for ASPC, the decay bounds how far :math:`\rho` can
+travel: about 0.65 in a 30,000-iteration run whose decay is tied to its length.
 """
 
 from __future__ import annotations
