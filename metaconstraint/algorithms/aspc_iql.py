@@ -14,7 +14,8 @@ policy's mean action (the evaluated action) and the online critic's :math:`Q_1`,
 ``beta_lr_decay_steps`` iterations (default: the run's length), as ASPC's alpha; the
 ``--alpha-lr-decay-steps`` flag is ASPC's own (in a ``compare`` of both it reaches ASPC only), so set
 ``beta_lr_decay_steps`` in a config file. As for ASPC, the decay bounds how far :math:`\rho` can
-travel: about 0.65 in a 30,000-iteration run whose decay is tied to its length.
+travel: the learning rates sum to 0.65 in a 30,000-iteration run whose decay is tied to its length
+(Adam's steps exceed their learning rate a little while the meta-gradient keeps growing).
 """
 
 from __future__ import annotations
