@@ -266,7 +266,7 @@ def main() -> None:
         flops = replays[key].flops
         roof = statistics.median(roofline[key])
         share = statistics.median([r / f for r, f in zip(rates[key], roofline[key])])
-        eager_key = ("eager-aspc" if algorithm == "aspc" else "eager-td3bc", 1)
+        eager_key = ("eager-aspc" if algorithm in ("aspc", "eager-aspc") else "eager-td3bc", 1)
         vs_eager = eager_rate = ""
         if algorithm in ("td3bc", "aspc", "eager-td3bc", "eager-aspc") and eager_key in rates:
             vs_eager = f"{statistics.median([members * x / y for x, y in zip(rates[key], rates[eager_key])]):.2f}x"
