@@ -20,16 +20,15 @@ travel: the learning rates sum to 0.65 in a 30,000-iteration run whose decay is 
 
 from __future__ import annotations
 
-from pydantic import Field, field_validator
+from pydantic import Field
 
+from metaconstraint.algorithms.adaptive import AdaptiveScale, AdaptiveScaleConfig, ScaleSchedule
 from metaconstraint.algorithms.base import register_algorithm
 from metaconstraint.algorithms.iql import IQL, IQLConfig
-from metaconstraint.engine import MetaParameter, MetaParameters, bilevel_step
-from metaconstraint.objectives import build_objective, resolve_objective
-from metaconstraint.outer_losses import resolve_outer_losses
+from metaconstraint.objectives import build_objective
 
 
-class ASPCIQLConfig(IQLConfig):
+class ASPCIQLConfig(AdaptiveScaleConfig, IQLConfig):
     beta: float = Field(3.0, gt=0, description="Initial value of the learned beta.")
     beta_lr: float = Field(2e-3, gt=0, description="Adam learning rate of rho (beta = softplus(rho)).")
     beta_interval: int = Field(20, ge=1, description="beta is updated every this many iterations.")
@@ -37,24 +36,11 @@ class ASPCIQLConfig(IQLConfig):
         None, gt=0, description="Iterations over which beta's lr decays to 1% (default: the run's --steps)."
     )
     beta_final_lr_fraction: float = Field(0.01, gt=0, le=1)
-    outer_losses: list[str] = Field(default_factory=lambda: ["l1", "l2", "l3"], min_length=1)
     objective: str = Field("awr", description="Inner objective: a registered name or module:factory.")
-
-    @field_validator("outer_losses")
-    @classmethod
-    def _known_losses(cls, specs: list[str]) -> list[str]:
-        resolve_outer_losses(specs)
-        return specs
-
-    @field_validator("objective")
-    @classmethod
-    def _known_objective(cls, spec: str) -> str:
-        resolve_objective(spec)
-        return spec
 
 
 @register_algorithm
-class ASPCIQL(IQL):
+class ASPCIQL(AdaptiveScale, IQL):
     name = "aspc-iql"
     Config = ASPCIQLConfig
 
@@ -63,37 +49,15 @@ class ASPCIQL(IQL):
             return super().build_objective()  # with the configured max_weight
         return build_objective(self.config.objective, actor=self.actor, critic=self.critic)
 
-    def meta_parameter_specs(self):
-        horizon = self.config.beta_lr_decay_steps or self.spec.total_steps
-        return [
-            MetaParameter(
-                self.objective.scale_name,
-                init=self.config.beta,
-                lr=self.config.beta_lr,
-                decay_updates=max(1, horizon // self.config.beta_interval),
-                final_lr_fraction=self.config.beta_final_lr_fraction,
-            )
-        ]
+    @property
+    def meta_interval(self) -> int:
+        return self.config.beta_interval
 
-    def outer_losses(self):
-        return resolve_outer_losses(self.config.outer_losses)
-
-    def scale_values(self, state):
-        return MetaParameters.values(state["meta"]["raw"])
+    def scale_schedule(self) -> ScaleSchedule:
+        c = self.config
+        return ScaleSchedule(c.beta, c.beta_lr, c.beta_lr_decay_steps, c.beta_final_lr_fraction)
 
     def update_actor(self, state, batch, frozen, iteration):
-        if iteration % self.config.beta_interval != 0:
+        if not self.is_meta_iteration(iteration):
             return super().update_actor(state, batch, frozen, iteration)
-        state["actor"], state["actor_opt"], state["meta"], state["outer"], info = bilevel_step(
-            self.problem, state["actor"], state["actor_opt"], state["meta"], batch, frozen, state["outer"],
-            lr=self.actor_lr(iteration),
-        )
-        metrics = {"actor_loss": info.pop("inner_loss")}
-        metrics.update(info)
-        return metrics
-
-    def constraint_scale(self, state):
-        return self.scale_values(state)[self.objective.scale_name]
-
-    def meta_parameters(self, state):
-        return self.scale_values(state)
+        return self.meta_actor_step(state, batch, frozen, lr=self.actor_lr(iteration))
