@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# The comparison grid behind docs/results.md (issue 4), staged so that seed 0 of every method
+# finishes first. compare skips every run whose summary.json exists, so rerunning this script after
+# an interruption (or in a later session) only trains what is missing. Run folders go to OUT
+# (default: docs/results/runs, tracked in git without their checkpoints); the report is rebuilt
+# into docs/results at the end.  Usage:  nice -n 19 bash docs/results/run-grid.sh [OUT]
+set -u
+cd "$(dirname "$0")/../.."
+OUT=${1:-docs/results/runs}
+export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 METACONSTRAINT_OFFLINE=1 MPLBACKEND=Agg
+export MINARI_DATASETS_PATH=${MINARI_DATASETS_PATH:-$(cd .. && pwd)/shared/datasets}
+D=D4RL/door/human-v2,dapg/pen/expert-v0,dapg/pen/medium-v0,dapg/pen/scarce-v0
+grid() { metaconstraint compare "$@" --datasets "$D" --steps 20000 --workers 2 --out "$OUT"; }
+decay1M() { grid aspc --alpha-lr-decay-steps 1000000 --tag decay1M "$@"; }
+grid aspc td3bc bc wpc --seed 0 --seeds 1
+decay1M --seed 0 --seeds 1
+grid iql a2pr rebrac --seed 0 --seeds 1
+grid aspc td3bc bc wpc iql --seed 1 --seeds 2
+decay1M --seed 1 --seeds 2
+grid a2pr rebrac --seed 1 --seeds 2
+metaconstraint report "$OUT" --out docs/results
