@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import sys
 from pathlib import Path
@@ -135,13 +134,7 @@ def _train_or_check(values: dict, resume: bool, dry_run: bool) -> None:
 
         trainer.progress = update
         try:
-            try:
-                summaries = trainer.fit(resume=resume)
-            except BaseException:
-                for logger in trainer.loggers:  # end the tracker runs of a run that stopped early
-                    with contextlib.suppress(Exception):  # never hide why the run stopped
-                        getattr(logger, "close", lambda: None)()
-                raise
+            summaries = trainer.fit(resume=resume)
         except TrainingDiverged as error:
             progress.stop()
             fail(str(error), EXIT_DIVERGED)

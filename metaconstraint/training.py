@@ -84,6 +84,9 @@ class RunLogger:
 
     def finish(self, summaries: list[dict[str, Any]]) -> None: ...
 
+    def close(self) -> None:
+        """End the sink's runs of a run that stopped early (diverged, interrupted, failed)."""
+
 
 class TrainingDiverged(RuntimeError):
     """Training produced a non-finite value or an insane constraint scale.
@@ -645,6 +648,20 @@ class Trainer:
         return TrainingDiverged(f"training diverged: {what}. {kept} {advice}", quantity, step, seeds)
 
     def fit(self, resume: bool = False) -> list[dict[str, Any]]:
+        """Train to ``run.steps`` (from the newest checkpoint when ``resume``); returns the summaries.
+
+        A run that stops early (diverged, interrupted, failed) ends its tracker runs as failed
+        before the error propagates, wherever it was started from (CLI, grid worker, Python).
+        """
+        try:
+            return self._fit(resume)
+        except BaseException:
+            for logger in self.loggers:
+                with contextlib.suppress(Exception):  # never hide why the run stopped
+                    getattr(logger, "close", lambda: None)()
+            raise
+
+    def _fit(self, resume: bool) -> list[dict[str, Any]]:
         run, algorithm = self.run, self.algorithm
         sampler = MemberSampler(self.buffer, algorithm.batch_size, self.seeds)
         restored = self._restore(sampler) if resume else None

@@ -187,3 +187,24 @@ def test_a_resumed_run_continues_its_tracker_runs_without_duplicate_points(tmp_p
     assert run.info.run_id == ids["mlflow"] and run.info.status == "FINISHED"
     assert sorted(m.step for m in client.get_metric_history(run.info.run_id, "critic_loss")) == [30, 60]
     assert len(list((run_dir / "wandb").glob(f"offline-run-*-{ids['wandb']}"))) == 2  # one folder per session, one run id
+
+
+@needs_trackers
+def test_a_grid_cell_that_diverges_ends_its_tracker_run_as_failed(tmp_path, monkeypatch):
+    """A grid worker has no CLI around the Trainer: the Trainer itself ends the tracker runs of a
+    run that stops early (alpha's range [2.499, 2.501] trips at the first alpha update, iteration 20)."""
+    for key, value in {**ENV, "MLFLOW_ALLOW_FILE_STORE": "true"}.items():
+        monkeypatch.setenv(key, value)
+    from mlflow.tracking import MlflowClient
+
+    from metaconstraint.grid import run_cell
+    from metaconstraint.training import TrainingDiverged
+
+    values = {"algorithm": "aspc", "dataset": DOOR, "seed": 0, "seeds": 1, "steps": 60, "eval_every": 30,
+              "eval_episodes": 1, "out": str(tmp_path), "loggers": ["mlflow"], "alpha_min": 2.499, "alpha_max": 2.501}
+    with pytest.raises(TrainingDiverged):
+        run_cell(values)
+    run_dir = tmp_path / "aspc" / "D4RL__door__human-v2" / "seed0"
+    client = MlflowClient(tracking_uri=(run_dir / "mlruns").as_uri())
+    (run,) = client.search_runs([client.get_experiment_by_name("metaconstraint").experiment_id])
+    assert run.info.status == "FAILED"
