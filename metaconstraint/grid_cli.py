@@ -151,7 +151,7 @@ def compare(
     dashboard: bool = DASHBOARD_OPTION,
 ) -> None:
     """Run ALGORITHMS x datasets x seeds (finished runs are skipped) and report the results."""
-    from metaconstraint.cli import console, fail
+    from metaconstraint.cli import fail
     from metaconstraint.config import ConfigError, algorithm_class
     from metaconstraint.grid import expand_grid
     from metaconstraint.report import describe_rule

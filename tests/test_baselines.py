@@ -16,9 +16,9 @@ from metaconstraint.algorithms.wpc import wpc_weights
 from metaconstraint.cli import app
 from metaconstraint.config import build_configs, load_config_file
 from metaconstraint.engine import member
-from metaconstraint.rl.buffer import MemberSampler
 from metaconstraint.rl.networks import q1
 from metaconstraint.training import Trainer
+from member_checks import train_stacked_and_alone
 
 PEN = "dapg/pen/expert-v0"
 ENV = {"METACONSTRAINT_OFFLINE": "1"}
@@ -251,18 +251,8 @@ def pen_buffer(tmp_path_factory):
 ], ids=["wpc", "a2pr", "rebrac", "bc"])
 def test_stacked_seeds_equal_separate_runs(pen_buffer, cls, config):
     buffer, spec = pen_buffer
-    seeds, iterations = [3, 4], 4
-    stacked = cls(config, spec, 2, CPU)
-    state = stacked.init_state(seeds)
-    sampler = MemberSampler(buffer, 64, seeds)
-    for iteration in range(1, iterations + 1):
-        state, _ = stacked.update(state, sampler, iteration)
-    for k, seed in enumerate(seeds):
-        single = cls(config, spec, 1, CPU)
-        own = single.init_state([seed])
-        own_sampler = MemberSampler(buffer, 64, [seed])
-        for iteration in range(1, iterations + 1):
-            own, _ = single.update(own, own_sampler, iteration)
+    state, alone = train_stacked_and_alone(cls, config, buffer, spec, [3, 4], 4, CPU)
+    for k, own in enumerate(alone):
         for name in ("actor", "critic", "value", "vae"):
             for key in own.get(name, {}):
                 torch.testing.assert_close(state[name][key][k], own[name][key][0], rtol=1e-4, atol=1e-5)

@@ -18,6 +18,7 @@ from metaconstraint.rl.buffer import MemberSampler
 from metaconstraint.rl.networks import dropout_masks, gaussian_actor, twin_critic
 from metaconstraint.runs import MetricsLog
 from metaconstraint.training import Trainer
+from member_checks import train_stacked_and_alone
 
 PEN = "dapg/pen/expert-v0"
 CPU = torch.device("cpu")
@@ -201,18 +202,8 @@ def test_beta_near_zero_gives_a_plain_likelihood_step(pen, meta_iteration):
 ], ids=["iql", "aspc-iql"])
 def test_stacked_seeds_equal_separate_runs(pen, cls, config):
     buffer, spec = pen
-    seeds, iterations = [3, 4], 6
-    stacked = cls(config, spec, 2, CPU)
-    state = stacked.init_state(seeds)
-    sampler = MemberSampler(buffer, 64, seeds)
-    for iteration in range(1, iterations + 1):
-        state, _ = stacked.update(state, sampler, iteration)
-    for k, seed in enumerate(seeds):
-        single = cls(config, spec, 1, CPU)
-        own = single.init_state([seed])
-        own_sampler = MemberSampler(buffer, 64, [seed])
-        for iteration in range(1, iterations + 1):
-            own, _ = single.update(own, own_sampler, iteration)
+    state, alone = train_stacked_and_alone(cls, config, buffer, spec, [3, 4], 6, CPU)
+    for k, own in enumerate(alone):
         for name in ("actor", "critic", "value", "target_critic"):
             for key in own[name]:
                 torch.testing.assert_close(state[name][key][k], own[name][key][0], rtol=1e-4, atol=1e-5)

@@ -10,6 +10,8 @@ import torch
 from pydantic import BaseModel, ConfigDict, model_validator
 from torch import Tensor
 
+from metaconstraint.engine import BilevelProblem, MetaParameters
+from metaconstraint.outer_losses import context_factory
 from metaconstraint.rl.buffer import MemberSampler
 
 
@@ -55,6 +57,26 @@ class Algorithm(ABC):
     @abstractmethod
     def act(self, state: dict[str, Any], observations: Tensor) -> Tensor:
         """Deterministic actions ``(M, E, A)`` for normalised observations ``(M, E, obs_dim)``."""
+
+    def meta_parameter_specs(self) -> list:
+        """The learned meta-parameters (:class:`~metaconstraint.engine.MetaParameter`); none by default."""
+        return []
+
+    def outer_losses(self) -> list:
+        """The outer losses of the bilevel step; none for fixed-scale methods."""
+        return []
+
+    def actor_problem(self, optimizer) -> BilevelProblem:
+        """The actor's step as the engine sees it: ``self.objective`` over ``self.actor`` with
+        ``self.critic`` in the outer context, this algorithm's outer losses and meta-parameters."""
+        return BilevelProblem(
+            inner_objective=self.objective.inner,
+            optimizer=optimizer,
+            outer_losses=self.outer_losses(),
+            meta_parameters=MetaParameters(self.meta_parameter_specs()),
+            make_context=context_factory(self.actor, self.critic, self.objective),
+            num_members=self.num_members,
+        )
 
     def constraint_scale(self, state: dict[str, Any]) -> Tensor | None:
         """The learned constraint scale ``(M,)`` (ASPC's alpha), or ``None`` for fixed-scale methods."""

@@ -38,9 +38,8 @@ from torch import Tensor
 
 from metaconstraint.algorithms.base import Algorithm, AlgorithmConfig, register_algorithm
 from metaconstraint.algorithms.td3bc import critic_loss, gradient_step
-from metaconstraint.engine import BilevelProblem, MetaParameters, adam, detach_tree, inner_step
+from metaconstraint.engine import adam, detach_tree, inner_step
 from metaconstraint.objectives.awr import MAX_WEIGHT, AWRObjective
-from metaconstraint.outer_losses import context_factory
 from metaconstraint.rl.networks import dropout_masks, gaussian_actor, init_members, twin_critic, value_network
 
 
@@ -85,24 +84,11 @@ class IQL(Algorithm):
         self.actor_optimizer = adam(config.actor_lr)
         self.critic_optimizer = adam(config.critic_lr)
         self.value_optimizer = adam(config.value_lr)
-        self.problem = BilevelProblem(
-            inner_objective=self.objective.inner,
-            optimizer=self.actor_optimizer,
-            outer_losses=self.outer_losses(),
-            meta_parameters=MetaParameters(self.meta_parameter_specs()),
-            make_context=context_factory(self.actor, self.critic, self.objective),
-            num_members=num_members,
-        )
+        self.problem = self.actor_problem(self.actor_optimizer)
 
-    # Hooks ASPC-IQL overrides: IQL's beta is fixed, with no meta-parameters or outer losses.
+    # Hooks ASPC-IQL overrides (with meta_parameter_specs and outer_losses): IQL's beta is fixed.
     def build_objective(self):
         return AWRObjective(self.actor, self.critic, max_weight=self.config.max_weight)
-
-    def meta_parameter_specs(self) -> list:
-        return []
-
-    def outer_losses(self) -> list:
-        return []
 
     def scale_values(self, state) -> dict[str, Tensor]:
         return {"beta": torch.full((self.num_members,), self.config.beta, device=self.device)}

@@ -17,15 +17,13 @@ from __future__ import annotations
 from typing import Any, Literal
 
 import torch
-import torch.nn.functional as F
 from pydantic import Field
 from torch import Tensor
 
 from metaconstraint.algorithms.base import Algorithm, AlgorithmConfig, register_algorithm
-from metaconstraint.engine import BilevelProblem, MetaParameters, adam, detach_tree, inner_step, per_member, value_and_grad
+from metaconstraint.engine import adam, detach_tree, inner_step, per_member, value_and_grad
 from metaconstraint.engine.compiled import compiled_or_eager
 from metaconstraint.objectives.td3bc import TD3BCObjective
-from metaconstraint.outer_losses import context_factory
 from metaconstraint.rl.networks import deterministic_actor, init_members, twin_critic
 
 
@@ -97,14 +95,7 @@ class TD3BC(Algorithm):
         self.objective = self.build_objective()
         self.actor_optimizer = adam(config.actor_lr)
         self.critic_optimizer = adam(config.critic_lr)
-        self.problem = BilevelProblem(
-            inner_objective=self.objective.inner,
-            optimizer=self.actor_optimizer,
-            outer_losses=self.outer_losses(),
-            meta_parameters=MetaParameters(self.meta_parameter_specs()),
-            make_context=context_factory(self.actor, self.critic, self.objective),
-            num_members=num_members,
-        )
+        self.problem = self.actor_problem(self.actor_optimizer)
         self._bootstrap = per_member(self._member_bootstrap, num_members)
         self._critic_phase = self.critic_phase  # compile() replaces both by their compiled forms
         self._actor_phase = self.actor_phase
@@ -136,13 +127,6 @@ class TD3BC(Algorithm):
         if self.config.critic == "classic":
             return {"hidden": (256, 256), "robust": False}
         return {"hidden": (256, 256, 256), "robust": True}
-
-    # Overridden by ASPC: TD3+BC has no meta-parameters and no outer losses.
-    def meta_parameter_specs(self) -> list:
-        return []
-
-    def outer_losses(self) -> list:
-        return []
 
     def init_state(self, seeds):
         actor = init_members(self.actor, seeds, self.device, salt=1)
