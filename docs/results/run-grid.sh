@@ -12,10 +12,12 @@ export MINARI_DATASETS_PATH=${MINARI_DATASETS_PATH:-$(cd .. && pwd)/shared/datas
 D=D4RL/door/human-v2,dapg/pen/expert-v0,dapg/pen/medium-v0,dapg/pen/scarce-v0
 grid() { metaconstraint compare "$@" --datasets "$D" --steps 20000 --workers 2 --out "$OUT"; }
 decay1M() { grid aspc --alpha-lr-decay-steps 1000000 --tag decay1M "$@"; }
-grid aspc td3bc bc wpc --seed 0 --seeds 1
+# Within a stage the longest runs go first, so that the shortest fill the last worker's tail; the
+# decay1M variant (not one of the compared methods) comes last.
+grid aspc td3bc wpc bc --seed 0 --seeds 1
 decay1M --seed 0 --seeds 1
-grid iql a2pr rebrac --seed 0 --seeds 1
-grid aspc td3bc bc wpc iql --seed 1 --seeds 2
+grid rebrac a2pr iql --seed 0 --seeds 1
+grid aspc wpc td3bc iql bc --seed 1 --seeds 2
+grid rebrac a2pr --seed 1 --seeds 2
 decay1M --seed 1 --seeds 2
-grid a2pr rebrac --seed 1 --seeds 2
 metaconstraint report "$OUT" --out docs/results
