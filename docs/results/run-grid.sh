@@ -14,12 +14,12 @@ grid() { metaconstraint compare "$@" --datasets "$D" --steps 20000 --workers 2 -
 decay1M() { grid aspc --alpha-lr-decay-steps 1000000 --tag decay1M "$@"; }
 # Within a stage the longest runs go first, so that the shortest fill the last worker's tail. After
 # seed 0 of everything: ASPC and the two methods it must beat first (td3bc, its fixed-alpha
-# counterpart, and bc), then the rest; the decay1M variant (not one of the compared methods) last.
+# counterpart, and bc) and the cheap iql, then the rest; the decay1M variant (not one of the compared methods) last.
 grid aspc td3bc wpc bc --seed 0 --seeds 1
 decay1M --seed 0 --seeds 1
 grid rebrac a2pr iql --seed 0 --seeds 1
-grid aspc td3bc bc --seed 1 --seeds 2
-grid wpc iql --seed 1 --seeds 2
+grid aspc td3bc bc iql --seed 1 --seeds 2
+grid wpc --seed 1 --seeds 2
 grid rebrac a2pr --seed 1 --seeds 2
 decay1M --seed 1 --seeds 2
 metaconstraint report "$OUT" --out docs/results
