@@ -13,8 +13,9 @@ D=D4RL/door/human-v2,dapg/pen/expert-v0,dapg/pen/medium-v0,dapg/pen/scarce-v0
 grid() { metaconstraint compare "$@" --datasets "$D" --steps 20000 --workers 2 --out "$OUT"; }
 decay1M() { grid aspc --alpha-lr-decay-steps 1000000 --tag decay1M "$@"; }
 # Within a stage the longest runs go first, so that the shortest fill the last worker's tail. After
-# seed 0 of everything: ASPC and the two methods it must beat first (td3bc, its fixed-alpha
-# counterpart, and bc) and the cheap iql, then the rest; the decay1M variant (not one of the compared methods) last.
+# seed 0 of everything come ASPC and the two methods it must beat first (td3bc, its fixed-alpha
+# counterpart, and bc), the cheap iql, then the rest; the decay1M variant (not one of the compared
+# methods) comes last.
 grid aspc td3bc wpc bc --seed 0 --seeds 1
 decay1M --seed 0 --seeds 1
 grid rebrac a2pr iql --seed 0 --seeds 1
