@@ -1,0 +1,17 @@
+"""Score finished checkpoints on each seed's evaluation episodes (docs/results.md, "The evaluation episodes").
+
+Usage, from docs/results/runs:  python ../episode_sets.py bc/dapg__pen__expert-v0/seed1 ...
+"""
+import json, sys
+import numpy as np
+import metaconstraint.rl.evaluation as ev
+from metaconstraint.training import evaluate_run
+own = ev.episode_seeds
+out = {}
+for run in sys.argv[1:]:
+    row = {}
+    for set_seed in (0, 1, 2):
+        ev.episode_seeds = lambda seeds, episodes, s=set_seed: own([s] * len(seeds), episodes)
+        row[set_seed] = round(evaluate_run(run, 10)["mean"], 1)
+    ev.episode_seeds = own
+    print(run, row, flush=True)
