@@ -2,12 +2,12 @@
 
 Usage, from docs/results/runs:  python ../episode_sets.py bc/dapg__pen__expert-v0/seed1 ...
 """
-import json, sys
-import numpy as np
+import sys
+
 import metaconstraint.rl.evaluation as ev
 from metaconstraint.training import evaluate_run
+
 own = ev.episode_seeds
-out = {}
 for run in sys.argv[1:]:
     row = {}
     for set_seed in (0, 1, 2):
