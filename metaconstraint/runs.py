@@ -202,3 +202,38 @@ def environment_record() -> dict[str, Any]:
         "machine": {"platform": platform.platform(), "processor": platform.machine(), "cpus": os.cpu_count()},
         "torch_threads": torch.get_num_threads(),
     }
+
+
+def environment_changes(started: dict[str, Any], now: dict[str, Any]) -> list[str]:
+    """What differs between two environment records in ways that can change a run's numbers:
+    package versions, Python, the git commit and torch's thread count (``["mujoco 4.0.0 -> 4.0.1"]``).
+
+    A patch release can matter: MuJoCo 4.0.0 and 4.0.1 give different pen trajectories from the
+    same seed and actions (docs/results.md)."""
+    changes = []
+    before, after = started.get("packages", {}), now.get("packages", {})
+    for name in sorted(set(before) | set(after)):
+        if before.get(name) != after.get(name):
+            changes.append(f"{name} {before.get(name)} -> {after.get(name)}")
+    for key, label in (("python", "python"), ("git_commit", "git commit"), ("torch_threads", "torch threads")):
+        if started.get(key) != now.get(key):
+            changes.append(f"{label} {started.get(key)} -> {now.get(key)}")
+    return changes
+
+
+def record_resume(directory: Path, iteration: int, now: dict[str, Any]) -> list[str]:
+    """Append ``now`` (this process's environment) to the run's ``environment.json`` under
+    ``resumes`` with the iteration it continues from; return what changed since the run started.
+
+    The top-level record stays the one the run started with, so a run resumed under other package
+    versions says so instead of silently claiming the first ones."""
+    path = Path(directory) / "environment.json"
+    try:
+        record = read_json(path)
+    except (OSError, ValueError):
+        record = None
+    if not isinstance(record, dict):  # lost or unreadable: this process's record is the best there is
+        atomic_write_json(path, {**now, "resumes": [{"iteration": iteration, **now}]})
+        return []
+    atomic_write_json(path, {**record, "resumes": [*record.get("resumes", []), {"iteration": iteration, **now}]})
+    return environment_changes(record, now)

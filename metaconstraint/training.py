@@ -53,6 +53,7 @@ from metaconstraint.runs import (
     environment_record,
     load_checkpoint,
     prune_checkpoints,
+    record_resume,
     remove_temporary_files,
     run_directory,
     save_checkpoint,
@@ -601,8 +602,15 @@ class Trainer:
                     a[newer].unlink(missing_ok=True)
             for directory in self.directories:
                 (directory / "summary.json").unlink(missing_ok=True)
+            now = environment_record()
+            changes = sorted({c for directory in self.directories for c in record_resume(directory, step, now)})
         except OSError as error:
             raise RunFolderError(f"cannot update the run folder {self.directories[0]} ({error.strerror or error}).") from None
+        if changes:
+            self.notify(
+                f"warning: resuming from iteration {step} under another environment than the run started in "
+                f"({'; '.join(changes)}); the run is not exactly reproducible, and environment.json lists both."
+            )
         sampler.set_state([p["sampler"] for p in payloads])
         set_global_rng_state(payloads[0]["rng"])
         accumulator = Accumulator.stacked([p["accumulator"] for p in payloads], self.device)

@@ -140,3 +140,48 @@ def test_alpha_leaving_its_range_stops_the_run_with_exit_3(tmp_path):
     kept = [torch.load(path, weights_only=True)["iteration"] for path in (folder / "checkpoints").glob("step*.pt")]
     assert kept and max(kept) < diverged_at, kept
     assert f"last good checkpoint, iteration {max(kept)}" in message
+
+
+def test_a_run_resumed_under_other_package_versions_says_so_and_keeps_both_records(tmp_path, monkeypatch):
+    """environment.json keeps the record the run started with and gains one entry per resume; a
+    resume under another MuJoCo (whose patch releases change pen trajectories) warns, a resume
+    under the same environment does not."""
+    import json
+
+    from metaconstraint import training
+    from metaconstraint.config import build_configs
+    from metaconstraint.runs import checkpoint_paths, environment_record
+
+    values = {"algorithm": "bc", "dataset": DATASET, "steps": 20, "eval_every": 20, "eval_episodes": 1,
+              "log_every": 10, "checkpoint_every": 10, "out": tmp_path}
+    first = training.Trainer(*build_configs(values))
+    first.fit()
+    folder = first.directories[0]
+    started = json.loads((folder / "environment.json").read_text())
+
+    def interrupt() -> None:  # as a kill after the iteration-10 checkpoint leaves the folder
+        checkpoint_paths(folder)[-1].unlink()
+        (folder / "summary.json").unlink()
+
+    def resume() -> list[str]:
+        messages: list[str] = []
+        training.Trainer(*build_configs(values), notify=messages.append).fit(resume=True)
+        return [m for m in messages if m.startswith("warning")]
+
+    interrupt()
+    other = environment_record()
+    other["packages"]["mujoco"] = "9.9.9"
+    monkeypatch.setattr(training, "environment_record", lambda: other)
+    warnings = resume()
+    assert len(warnings) == 1 and f"mujoco {started['packages']['mujoco']} -> 9.9.9" in warnings[0]
+    assert "iteration 10" in warnings[0]
+
+    interrupt()
+    monkeypatch.setattr(training, "environment_record", environment_record)
+    assert resume() == []
+
+    record = json.loads((folder / "environment.json").read_text())
+    assert record["packages"] == started["packages"]  # the run's own start, not the latest process
+    assert [(r["iteration"], r["packages"]["mujoco"]) for r in record["resumes"]] == [
+        (10, "9.9.9"), (10, started["packages"]["mujoco"])
+    ]

@@ -10,6 +10,15 @@ OUT=${1:-docs/results/runs}
 export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 METACONSTRAINT_OFFLINE=1 MPLBACKEND=Agg
 export MINARI_DATASETS_PATH=${MINARI_DATASETS_PATH:-$(cd .. && pwd)/shared/datasets}
 D=D4RL/door/human-v2,dapg/pen/expert-v0,dapg/pen/medium-v0,dapg/pen/scarce-v0
+# Every run of the grid so far used these versions, and a MuJoCo patch release changes pen trajectories
+# (docs/results.md, "Software versions matter"): runs added under others would not be comparable.
+PINNED="mujoco==4.0.0 gymnasium-robotics==1.4.2 gymnasium==1.4.0 minari==0.5.4 torch==2.13.0+cpu"
+found=$(python -c "from importlib.metadata import version as v; print(' '.join(f'{p}=={v(p)}' for p in ['mujoco', 'gymnasium-robotics', 'gymnasium', 'minari', 'torch']))") || exit 1
+if [ "$found" != "$PINNED" ]; then
+  echo "run-grid.sh: this grid's runs used $PINNED; found $found. Install those versions first," >&2
+  echo "e.g. pip install mujoco==4.0.0 mujoco-core==4.0.0 mujoco-studio==4.0.0 (one release, three packages)." >&2
+  exit 2
+fi
 grid() { metaconstraint compare "$@" --datasets "$D" --steps 20000 --workers 2 --out "$OUT"; }
 decay1M() { grid aspc --alpha-lr-decay-steps 1000000 --tag decay1M "$@"; }
 # Within a stage the longest runs go first, so that the shortest fill the last worker's tail. After
