@@ -42,8 +42,9 @@ def test_a_sweep_trains_one_tagged_setting_per_value_and_reports_each(tmp_path):
     out = tmp_path / "out"
     result = sweep(spec, out, "--workers", "2")
     assert result.exit_code == 0, result.output
-    assert "2 setting(s) x 1 dataset(s) x 1 seed(s) = 2 run(s)" in result.output
-    assert f"done td3bc {PEN} seed0-alpha=2.5" in " ".join(result.output.split())
+    output = " ".join(result.output.split())  # rich wraps at the console width, wherever the tmp path ends
+    assert "2 setting(s) x 1 dataset(s) x 1 seed(s) = 2 run(s)" in output
+    assert f"done td3bc {PEN} seed0-alpha=2.5" in output
     for alpha in (2.5, 5.0):
         folder = out / "td3bc" / "dapg__pen__expert-v0" / f"seed0-alpha={alpha}"
         config = tomllib.loads((folder / "config.toml").read_text())
