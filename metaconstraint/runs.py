@@ -199,14 +199,33 @@ def environment_record() -> dict[str, Any]:
         "packages": {name: _version(name) for name in packages},
         "git_commit": commit,
         "python": platform.python_version(),
-        "machine": {"platform": platform.platform(), "processor": platform.machine(), "cpus": os.cpu_count()},
+        "machine": {
+            "platform": platform.platform(),
+            "processor": platform.machine(),
+            "cpu": cpu_model(),
+            "cpu_capability": torch.backends.cpu.get_cpu_capability(),  # the SIMD kernels torch dispatches to
+            "cpus": os.cpu_count(),
+        },
         "torch_threads": torch.get_num_threads(),
     }
 
 
+def cpu_model() -> str | None:
+    """The CPU's model name: the same code, seed and packages train differently on other CPUs (the
+    BLAS kernels round differently), so a run's record names it."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or None
+
+
 def environment_changes(started: dict[str, Any], now: dict[str, Any]) -> list[str]:
     """What differs between two environment records in ways that can change a run's numbers:
-    package versions, Python, the git commit and torch's thread count (``["mujoco 4.0.0 -> 4.0.1"]``).
+    package versions, Python, the git commit, torch's thread count and the CPU
+    (``["mujoco 4.0.0 -> 4.0.1"]``).
 
     A patch release can matter: MuJoCo 4.0.0 and 4.0.1 give different pen trajectories from the
     same seed and actions (docs/results.md)."""
@@ -218,6 +237,10 @@ def environment_changes(started: dict[str, Any], now: dict[str, Any]) -> list[st
     for key, label in (("python", "python"), ("git_commit", "git commit"), ("torch_threads", "torch threads")):
         if started.get(key) != now.get(key):
             changes.append(f"{label} {started.get(key)} -> {now.get(key)}")
+    for key in ("cpu", "cpu_capability"):  # absent from records written before they were kept
+        before_value, after_value = started.get("machine", {}).get(key), now.get("machine", {}).get(key)
+        if before_value is not None and after_value is not None and before_value != after_value:
+            changes.append(f"{key.replace('_', ' ')} {before_value} -> {after_value}")
     return changes
 
 

@@ -144,8 +144,8 @@ def test_alpha_leaving_its_range_stops_the_run_with_exit_3(tmp_path):
 
 def test_a_run_resumed_under_other_package_versions_says_so_and_keeps_both_records(tmp_path, monkeypatch):
     """environment.json keeps the record the run started with and gains one entry per resume; a
-    resume under another MuJoCo (whose patch releases change pen trajectories) warns, a resume
-    under the same environment does not."""
+    resume under another MuJoCo (whose patch releases change pen trajectories) or on another CPU
+    warns, a resume under the same environment does not."""
     import json
 
     from metaconstraint import training
@@ -171,10 +171,11 @@ def test_a_run_resumed_under_other_package_versions_says_so_and_keeps_both_recor
     interrupt()
     other = environment_record()
     other["packages"]["mujoco"] = "9.9.9"
+    other["machine"]["cpu"] = "Another CPU"  # same code and seed, other BLAS kernels: other numbers
     monkeypatch.setattr(training, "environment_record", lambda: other)
     warnings = resume()
     assert len(warnings) == 1 and f"mujoco {started['packages']['mujoco']} -> 9.9.9" in warnings[0]
-    assert "iteration 10" in warnings[0]
+    assert f"cpu {started['machine']['cpu']} -> Another CPU" in warnings[0] and "iteration 10" in warnings[0]
 
     interrupt()
     monkeypatch.setattr(training, "environment_record", environment_record)
