@@ -2,8 +2,8 @@
 
     python docs/results/tables.py docs/results/runs > /tmp/tables.md
 
-Score tables use :mod:`metaconstraint.report` (the same cells as ``metaconstraint report``, in
-this page's column order); the rest (per-seed scores, paired differences, alpha, wall time) are
+Score tables and aggregates use :mod:`metaconstraint.report` and :mod:`metaconstraint.stats` (the
+same numbers as ``metaconstraint report``, in this page's column order); the rest (per-seed scores, paired differences, alpha, wall time) are
 what the page adds to the report.
 """
 
@@ -15,7 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
-from metaconstraint.report import RunResult, collect_runs, markdown_table, score_table
+from metaconstraint import stats
+from metaconstraint.report import RunResult, collect_runs, markdown_aggregates, markdown_table, score_table
 from metaconstraint.runs import MetricsLog, read_json
 
 ORDER = ["aspc", "td3bc", "bc", "iql", "wpc", "a2pr", "rebrac", "aspc (decay1M)"]
@@ -27,6 +28,12 @@ def scores_section(runs: list[RunResult]) -> str:
     table = score_table(runs, ORDER)
     seeds = " | ".join(str(max(table.cells[(d, a)].n for d in table.datasets)) for a in table.algorithms)
     return markdown_table(table) + f"\n| seeds | {seeds} |"
+
+
+def aggregates_section(runs: list[RunResult]) -> str:
+    """The report's bootstrap aggregates (IQM, mean, P(aspc > X)), in this page's order."""
+    result = stats.aggregate(score_table(runs, ORDER).scores(), REFERENCE)
+    return markdown_aggregates(result).split("\n", 2)[2].strip()  # without the report's heading
 
 
 def by_key(runs: list[RunResult]) -> dict[tuple[str, str, int], RunResult]:
@@ -119,6 +126,7 @@ def main(folder: str) -> None:
     sections = [
         ("Final score (rule `last`)", scores_section(last)),
         ("Mean of the last two evaluations", scores_section(two)),
+        ("Aggregates", aggregates_section(last)),
         ("Per seed on the pen datasets (final score)", per_seed_section(last)),
         ("Paired differences", paired_section(last)),
         ("Alpha", alpha_section(last)),
