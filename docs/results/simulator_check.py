@@ -16,6 +16,7 @@ import argparse
 import hashlib
 import json
 from importlib import metadata
+from pathlib import Path
 
 import numpy as np
 
@@ -47,7 +48,7 @@ def main() -> None:
     parser.add_argument("--compare", nargs=2, metavar=("A", "B"), help="two saved outputs to compare")
     args = parser.parse_args()
     if args.compare:
-        a, b = (json.load(open(path)) for path in args.compare)
+        a, b = (json.loads(Path(path).read_text()) for path in args.compare)
         print(f"mujoco {a['mujoco']} vs {b['mujoco']}")
         for env_id in ENVIRONMENTS:
             x, y = np.asarray(a[env_id]["observations"]), np.asarray(b[env_id]["observations"])
@@ -62,8 +63,7 @@ def main() -> None:
         print(f"mujoco {record['mujoco']} {env_id}: observations {digest}, return {total:.2f}")
         record[env_id] = {"observations": observations.tolist(), "return": total}
     if args.save:
-        with open(args.save, "w") as file:
-            json.dump(record, file)
+        Path(args.save).write_text(json.dumps(record))
 
 
 if __name__ == "__main__":

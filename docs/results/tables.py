@@ -3,8 +3,8 @@
     python docs/results/tables.py docs/results/runs > /tmp/tables.md
 
 Score tables and aggregates use :mod:`metaconstraint.report` and :mod:`metaconstraint.stats` (the
-same numbers as ``metaconstraint report``, in this page's column order); the rest (per-seed scores, paired differences, alpha, wall time) are
-what the page adds to the report.
+same numbers as ``metaconstraint report``, in this page's column order); the rest (per-seed scores,
+paired differences, alpha, wall time) are what the page adds to the report.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from metaconstraint import stats
-from metaconstraint.report import RunResult, collect_runs, markdown_aggregates, markdown_table, score_table
+from metaconstraint.report import RunResult, ScoreTable, collect_runs, markdown_aggregates, markdown_table, score_table
 from metaconstraint.runs import MetricsLog, read_json
 
 ORDER = ["aspc", "td3bc", "bc", "iql", "wpc", "a2pr", "rebrac", "aspc (decay1M)"]
@@ -24,15 +24,14 @@ REFERENCE = "aspc"
 SHORT = {"dapg/pen/expert-v0": "expert", "dapg/pen/medium-v0": "medium", "dapg/pen/scarce-v0": "scarce"}
 
 
-def scores_section(runs: list[RunResult]) -> str:
-    table = score_table(runs, ORDER)
+def scores_section(table: ScoreTable) -> str:
     seeds = " | ".join(str(max(table.cells[(d, a)].n for d in table.datasets)) for a in table.algorithms)
     return markdown_table(table) + f"\n| seeds | {seeds} |"
 
 
-def aggregates_section(runs: list[RunResult]) -> str:
+def aggregates_section(table: ScoreTable) -> str:
     """The report's bootstrap aggregates (IQM, mean, P(aspc > X)), in this page's order."""
-    result = stats.aggregate(score_table(runs, ORDER).scores(), REFERENCE)
+    result = stats.aggregate(table.scores(), REFERENCE)
     return markdown_aggregates(result).split("\n", 2)[2].strip()  # without the report's heading
 
 
@@ -55,6 +54,7 @@ def per_seed_section(runs: list[RunResult]) -> str:
 def paired_section(runs: list[RunResult]) -> str:
     """ASPC minus each method, seed by seed on the pen datasets (both play the same goals)."""
     found = by_key(runs)
+    seeds = sorted({s for (_, _, s) in found})
     lines = [
         f"| {REFERENCE} minus | pairs | mean difference | {REFERENCE} ahead in | per dataset (seed order) |",
         "|---|---:|---:|---:|---|",
@@ -65,11 +65,11 @@ def paired_section(runs: list[RunResult]) -> str:
         differences, parts = [], []
         for dataset, short in SHORT.items():
             row = []
-            for (algorithm, d, seed), run in sorted(found.items(), key=lambda item: item[0][2]):
-                if algorithm == REFERENCE and d == dataset and (other, dataset, seed) in found:
-                    difference = run.final_score - found[(other, dataset, seed)].final_score
-                    differences.append(difference)
-                    row.append(f"{difference:+.0f}")
+            for seed in seeds:
+                mine, theirs = found.get((REFERENCE, dataset, seed)), found.get((other, dataset, seed))
+                if mine and theirs:
+                    differences.append(mine.final_score - theirs.final_score)
+                    row.append(f"{differences[-1]:+.0f}")
             if row:
                 parts.append(f"{short} {', '.join(row)}")
         if differences:
@@ -86,12 +86,13 @@ def alpha_section(runs: list[RunResult]) -> str:
     found = by_key(runs)
     variants = [a for a in ORDER if any(r.final_alpha is not None for (x, _, _), r in found.items() if x == a)]
     datasets = sorted({d for (_, d, _) in found})
+    seeds = sorted({s for (_, _, s) in found})
     header = " | ".join(f"{v}: alpha at the end (seeds) | {v}: highest" for v in variants)
     lines = [f"| dataset | {header} |", "|---|" + "---|---:|" * len(variants)]
     for dataset in datasets:
         cells = []
         for variant in variants:
-            members = sorted((r for (a, d, _), r in found.items() if a == variant and d == dataset), key=lambda r: r.seed)
+            members = [found[(variant, dataset, s)] for s in seeds if (variant, dataset, s) in found]
             finals = ", ".join(f"{r.final_alpha:.2f}" for r in members)
             peaks = [max(m["alpha"] for m in MetricsLog.read(r.directory) if "alpha" in m) for r in members]
             cells += [finals, f"{max(peaks):.2f}" if peaks else ""]
@@ -122,11 +123,12 @@ def wall_time_section(runs: list[RunResult]) -> str:
 
 def main(folder: str) -> None:
     last = collect_runs(Path(folder))
-    two = collect_runs(Path(folder), rule="mean_last_k", k=2)
+    table = score_table(last, ORDER)
+    last_two = score_table(collect_runs(Path(folder), rule="mean_last_k", k=2), ORDER)
     sections = [
-        ("Final score (rule `last`)", scores_section(last)),
-        ("Mean of the last two evaluations", scores_section(two)),
-        ("Aggregates", aggregates_section(last)),
+        ("Final score (rule `last`)", scores_section(table)),
+        ("Mean of the last two evaluations", scores_section(last_two)),
+        ("Aggregates", aggregates_section(table)),
         ("Per seed on the pen datasets (final score)", per_seed_section(last)),
         ("Paired differences", paired_section(last)),
         ("Alpha", alpha_section(last)),
