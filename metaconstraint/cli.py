@@ -183,6 +183,13 @@ def run(
     seeds: Optional[int] = typer.Option(None, help="Number of seeds trained together (seed..seed+N-1)."),
     eval_every: Optional[int] = typer.Option(None, help="Iterations between evaluations (default 5000)."),
     eval_episodes: Optional[int] = typer.Option(None, help="Episodes per evaluation (default 10)."),
+    final_eval_episodes: Optional[int] = typer.Option(
+        None, help="Episodes of the final evaluation (default: --eval-episodes); every seed and method plays the same ones."
+    ),
+    reward_scale: Optional[float] = typer.Option(None, help="Multiply training rewards by this (scores are unaffected)."),
+    reward_center: Optional[bool] = typer.Option(
+        None, "--reward-center/--no-reward-center", help="Subtract the dataset's mean training reward (before scaling)."
+    ),
     device: Optional[str] = typer.Option(None, help="cpu, cuda, cuda:N."),
     threads: Optional[int] = typer.Option(
         None, help="torch threads (default: torch's, all cores or OMP_NUM_THREADS); 1 on a machine other processes share."
@@ -194,12 +201,14 @@ def run(
     out: Optional[Path] = typer.Option(None, help="Output root (default runs/)."),
     config: Optional[Path] = typer.Option(None, "--config", "-c", help="TOML or YAML config; flags override it."),
     outer_loss: Optional[list[str]] = typer.Option(
-        None, "--outer-loss", help="Outer loss (repeatable): l1, l2, l2-ema, l3 or module:function, optionally =WEIGHT."
+        None, "--outer-loss", help="Outer loss (repeatable): l1, l2, l2-ema, l2-rel, l3, l3-rel or module:function, optionally =WEIGHT."
     ),
     objective: Optional[str] = typer.Option(
         None, "--objective", help="Inner objective of aspc/aspc-iql: td3bc, awr or module:factory (docs/extending.md)."
     ),
-    alpha_lr_decay_steps: Optional[int] = typer.Option(None, help="ASPC: alpha lr decay horizon (default: --steps)."),
+    alpha_lr_decay_steps: Optional[str] = typer.Option(
+        None, help="aspc/aspc-iql: iterations over which the learned scale's lr decays to 1% (default 1000000, the released code's schedule; 'run': --steps)."
+    ),
     logger: Optional[list[Tracker]] = typer.Option(
         None, "--logger", help="Also log to a tracker (repeatable): tensorboard, wandb (offline by default), mlflow (file store in the run folder)."
     ),
@@ -230,6 +239,9 @@ def run(
         "seeds": seeds,
         "eval_every": eval_every,
         "eval_episodes": eval_episodes,
+        "final_eval_episodes": final_eval_episodes,
+        "reward_scale": reward_scale,
+        "reward_center": reward_center,
         "device": device,
         "threads": threads,
         "compile": compile,

@@ -60,6 +60,14 @@ class RunConfig(BaseModel):
     alpha_min: float = Field(1e-6, gt=0, description="Divergence guard: the run stops if the learned constraint scale falls below this.")
     alpha_max: float = Field(1e4, gt=0, description="Divergence guard: the run stops if the learned constraint scale rises above this.")
     reward_offset: float | None = Field(None, description="Added to every training reward; default: the dataset's (AntMaze -1, else 0).")
+    # Reward preprocessing after the offset; None (absent from config.toml) is 1.0 / false, so configs without them stay as they were.
+    reward_scale: float | None = Field(None, gt=0, description="Training rewards are multiplied by this (default 1; scores use the environment's reward).")
+    reward_center: bool | None = Field(None, description="Subtract the dataset's mean training reward before scaling (default false).")
+    final_eval_episodes: int | None = Field(
+        None, gt=0, le=MAX_EPISODES,
+        description="Episodes of the final evaluation (default: eval_episodes). Every member and method plays the same "
+        "episodes (the first of a fixed list of reset seeds), so more episodes sharpen every paired comparison.",
+    )
     # Trackers beside metrics.jsonl/csv (metaconstraint.trackers); None, not [], so that configs without them stay as they were.
     loggers: list[Literal["tensorboard", "wandb", "mlflow"]] | None = Field(
         None, description="Experiment trackers fed the same metrics, config and summary: tensorboard, wandb, mlflow."

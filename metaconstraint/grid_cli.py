@@ -125,13 +125,18 @@ def compare(
     out: Path = typer.Option(Path("runs"), help="Grid folder: run folders, results.md/csv and plots go here."),
     eval_every: Optional[int] = typer.Option(None, min=1, help="Iterations between evaluations (default 5000)."),
     eval_episodes: Optional[int] = typer.Option(None, min=1, help="Episodes per evaluation (default 10)."),
+    final_eval_episodes: Optional[int] = typer.Option(
+        None, min=1, help="Episodes of the final evaluation (default: --eval-episodes); the same for every run."
+    ),
     device: Optional[str] = typer.Option(None, help="cpu, cuda, cuda:N."),
     final_score_rule: ScoreRule = typer.Option(ScoreRule.last, help="last: the final evaluation; mean_last_k: mean of the last k."),
     final_score_k: int = typer.Option(5, min=1, help="k of mean_last_k."),
     outer_loss: Optional[list[str]] = typer.Option(
-        None, "--outer-loss", help="ASPC outer loss (repeatable): l1, l2, l2-ema, l3 or module:function[=WEIGHT]."
+        None, "--outer-loss", help="ASPC outer loss (repeatable): l1, l2, l2-ema, l2-rel, l3, l3-rel or module:function[=WEIGHT]."
     ),
-    alpha_lr_decay_steps: Optional[int] = typer.Option(None, min=1, help="ASPC: alpha lr decay horizon (default: --steps)."),
+    alpha_lr_decay_steps: Optional[str] = typer.Option(
+        None, help="aspc: iterations over which alpha's lr decays to 1% (default 1000000, the released code's schedule; 'run': --steps)."
+    ),
     tag: Optional[str] = typer.Option(
         None, help="Run folders are seed<K>-<TAG>: tells apart runs whose config differs (reports label them 'algorithm (TAG)')."
     ),
@@ -165,6 +170,7 @@ def compare(
         "steps": steps,
         "eval_every": eval_every,
         "eval_episodes": eval_episodes,
+        "final_eval_episodes": final_eval_episodes,
         "device": device,
         "out": str(out),
         "final_score_rule": final_score_rule.value,
@@ -190,7 +196,8 @@ def compare(
 
     command = ["metaconstraint", "compare", *algorithms, "--datasets", ",".join(names), "--seeds", str(seeds), "--seed", str(seed)]
     for flag, value in [
-        ("--steps", steps), ("--eval-every", eval_every), ("--eval-episodes", eval_episodes), ("--device", device),
+        ("--steps", steps), ("--eval-every", eval_every), ("--eval-episodes", eval_episodes),
+        ("--final-eval-episodes", final_eval_episodes), ("--device", device),
         ("--alpha-lr-decay-steps", alpha_lr_decay_steps), ("--tag", tag), ("--workers", workers), ("--out", out),
     ]:
         if value is not None:

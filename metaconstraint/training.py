@@ -383,7 +383,10 @@ class Trainer:
         ]
         for directory in self.directories:
             check_writable(directory)
-        transitions = data_module.load_transitions(self.dataset, reward_offset=run.reward_offset)
+        transitions = data_module.preprocess_rewards(
+            data_module.load_transitions(self.dataset, reward_offset=run.reward_offset),
+            center=bool(run.reward_center), scale=run.reward_scale or 1.0,
+        )
         if len(transitions.rewards) == 0:
             raise data_module.DatasetError(f"Dataset {self.dataset_id} holds no transitions: there is nothing to train on.")
         normalize = getattr(algorithm_config, "normalize_states", True)
@@ -402,11 +405,10 @@ class Trainer:
 
     # ----------------------------------------------------------------------------- evaluation
     def evaluate(self, state: dict[str, Any], episodes: int | None = None) -> np.ndarray:
-        """D4RL-normalised scores (x100), ``(M, E)``."""
+        """D4RL-normalised scores (x100), ``(M, E)``, on the shared episodes ``0..E-1``, played in
+        rounds of ``eval_episodes`` environments per member."""
         episodes = episodes or self.run.eval_episodes
-        if self._eval_env is None or self._eval_env.num_envs != len(self.seeds) * episodes:
-            self._eval_env = data_module.make_eval_env(self.dataset, len(self.seeds) * episodes)
-        return score_policy(self.algorithm, state, self.normalizer, self.info, self._eval_env, self.seeds, episodes, self.device)
+        return score_policy(self.algorithm, state, self.normalizer, self.info, self._eval_env, len(self.seeds), episodes, self.device)
 
     # ----------------------------------------------------------------------------- run folders
     def _write_start(self) -> None:
@@ -731,7 +733,8 @@ class Trainer:
                         rows.append(row)
                     last_score = None
                     if evaluate_now:
-                        normalized = self.evaluate(state)
+                        final = iteration == run.steps
+                        normalized = self.evaluate(state, run.final_eval_episodes if final else None)
                         for k, row in enumerate(rows):
                             row["score"] = float(normalized[k].mean())
                             row["score_std"] = float(normalized[k].std())
@@ -780,13 +783,14 @@ class Trainer:
         )
 
 
-def score_policy(algorithm: Algorithm, state, normalizer: StateNormalizer, info, env, seeds: list[int], episodes: int, device) -> np.ndarray:
-    """D4RL-normalised scores ``(M, E)`` of the members' deterministic policies on seeded episodes."""
+def score_policy(algorithm: Algorithm, state, normalizer: StateNormalizer, info, env, members: int, episodes: int, device) -> np.ndarray:
+    """D4RL-normalised scores ``(M, E)`` of the members' deterministic policies on the shared seeded
+    episodes ``0..E-1`` (:mod:`metaconstraint.rl.evaluation`)."""
 
     def act(observations: Tensor) -> Tensor:
         return algorithm.act(state, normalizer(observations))
 
-    returns = evaluate_returns(act, env, seeds, episodes, device)
+    returns = evaluate_returns(act, env, members, episodes, device)
     return data_module.normalized_score(info, returns)
 
 
@@ -880,7 +884,7 @@ def evaluate_run(run_dir: Path, episodes: int | None = None, device: str = "cpu"
         payload = load_checkpoint(paths[-1], "cpu")
     except Exception as error:  # noqa: BLE001
         raise ResumeError(f"checkpoint {paths[-1]} cannot be read ({type(error).__name__}: {error}).") from None
-    dataset, info, env = open_dataset(run.dataset, episodes)
+    dataset, info, env = open_dataset(run.dataset, min(episodes, 100))  # more episodes play in rounds
     spec = ProblemSpec(info.observation_dim, info.action_dim, info.max_action, run.steps)
     algorithm = algorithm_class(run.algorithm)(algorithm_config, spec, 1, torch_device)
     if payload.get("format") != CHECKPOINT_FORMAT or payload.get("algorithm") != run.algorithm or payload.get("dataset") != info.dataset_id:
@@ -890,7 +894,7 @@ def evaluate_run(run_dir: Path, episodes: int | None = None, device: str = "cpu"
     if expected != found:
         raise ResumeError(f"checkpoint {paths[-1]} does not fit the networks of {run.algorithm} on {info.dataset_id}.")
     normalizer = StateNormalizer(payload["normalizer"]["mean"].to(torch_device), payload["normalizer"]["std"].to(torch_device))
-    scores = score_policy(algorithm, state, normalizer, info, env, [run.seed], episodes, torch_device)[0]
+    scores = score_policy(algorithm, state, normalizer, info, env, 1, episodes, torch_device)[0]
     return {
         "run": str(run_dir),
         "step": int(payload["iteration"]),

@@ -71,7 +71,7 @@ def test_alpha_near_zero_gives_a_pure_behaviour_cloning_update(pen_trainer, meta
 
 
 def test_td3bc_alpha_is_fixed_and_aspc_alpha_moves(tmp_path):
-    trainer = short_run(tmp_path, steps=400, eval_every=400, alpha_lr_decay_steps=1_000_000)
+    trainer = short_run(tmp_path, steps=400, eval_every=400)
     summary = trainer.fit()[0]
     assert summary["final_alpha"] != pytest.approx(2.5, abs=1e-3)
     assert summary["meta_parameters"]["alpha"] == pytest.approx(summary["final_alpha"])
@@ -81,14 +81,14 @@ def test_td3bc_alpha_is_fixed_and_aspc_alpha_moves(tmp_path):
     assert "final_alpha" not in td3bc and td3bc["meta_parameters"] == {}
 
 
-def test_alpha_decay_horizon_defaults_to_the_run_length():
+def test_alpha_decay_horizon_is_the_released_codes_million_iterations_whatever_the_run_length():
     spec = ProblemSpec(45, 24, 1.0, total_steps=30_000)
     algorithm = ASPC(ASPCConfig(), spec, 1, torch.device("cpu"))
     (alpha,) = algorithm.problem.meta_parameters.parameters.values()
-    assert alpha.decay_updates == 30_000 // 20
+    assert alpha.decay_updates == 1_000_000 // 20
     assert alpha.lr_at(alpha.decay_updates) == pytest.approx(2e-5)
-    longer = ASPC(ASPCConfig(alpha_lr_decay_steps=1_000_000), spec, 1, torch.device("cpu"))
-    assert next(iter(longer.problem.meta_parameters.parameters.values())).decay_updates == 50_000
+    tied = ASPC(ASPCConfig(alpha_lr_decay_steps="run"), spec, 1, torch.device("cpu"))
+    assert next(iter(tied.problem.meta_parameters.parameters.values())).decay_updates == 30_000 // 20
     state = algorithm.init_state([0])
     assert MetaParameters.values(state["meta"]["raw"])["alpha"].item() == pytest.approx(2.5)
     assert state["meta"]["raw"]["alpha"].item() == pytest.approx(inverse_softplus(2.5))

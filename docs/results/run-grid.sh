@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
-# The comparison grid behind docs/results.md (issue 4), staged so that seed 0 of every method
+# HISTORY: the 20k comparison grid behind docs/results/history-20k.md (issue 4), staged so that seed 0 of every method
 # finishes first. compare skips every run whose summary.json exists, so rerunning this script after
 # an interruption (or in a later session) only trains what is missing. Run folders go to OUT
 # (default: docs/results/runs, tracked in git without their checkpoints); the report is rebuilt
 # into docs/results at the end.  Usage:  nice -n 19 bash docs/results/run-grid.sh [OUT]
+# Since it ran, ASPC's alpha decay horizon defaults to 1M iterations (this grid's plain `aspc` used
+# the run's length: `--alpha-lr-decay-steps run` below) and every seed plays the same evaluation
+# episodes (here each seed played its own): a rerun of a missing run is no longer the same experiment.
 set -u
 cd "$(dirname "$0")/../.."
 OUT=${1:-docs/results/runs}
@@ -25,10 +28,10 @@ decay1M() { grid aspc --alpha-lr-decay-steps 1000000 --tag decay1M "$@"; }
 # seed 0 of everything come ASPC and the two methods it must beat first (td3bc, its fixed-alpha
 # counterpart, and bc), the cheap iql, then the rest; the decay1M variant (not one of the compared
 # methods) comes last.
-grid aspc td3bc wpc bc --seed 0 --seeds 1
+grid aspc td3bc wpc bc --seed 0 --seeds 1 --alpha-lr-decay-steps run
 decay1M --seed 0 --seeds 1
 grid rebrac a2pr iql --seed 0 --seeds 1
-grid aspc td3bc bc iql --seed 1 --seeds 2
+grid aspc td3bc bc iql --seed 1 --seeds 2 --alpha-lr-decay-steps run
 grid wpc --seed 1 --seeds 2
 grid rebrac a2pr --seed 1 --seeds 2
 decay1M --seed 1 --seeds 2

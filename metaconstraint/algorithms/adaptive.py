@@ -7,13 +7,14 @@ TD3+BC, beta for AWR). Every ``meta_interval`` iterations its actor step is the 
 .. math:: \rho \leftarrow \rho - \eta_\rho\,\partial_\rho \textstyle\sum_j w_j \ell_j(\tilde\theta(c))
 
 with the configured outer losses; Adam on :math:`\rho` decays exponentially to
-``final_lr_fraction`` of its rate over the decay horizon (default: the run's length).
+``final_lr_fraction`` of its rate over the decay horizon (default 1,000,000 iterations, the
+released code's schedule, whatever the run's length; ``"run"``: the run's length).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, field_validator
 
@@ -21,6 +22,10 @@ from metaconstraint.algorithms.base import AlgorithmConfig
 from metaconstraint.engine import MetaParameter, MetaParameters, bilevel_step
 from metaconstraint.objectives import resolve_objective
 from metaconstraint.outer_losses import resolve_outer_losses
+
+
+RELEASED_DECAY_STEPS = 1_000_000  # the released ASPC code decays alpha's lr over 1M iterations in every run
+DecayHorizon = Annotated[int, Field(gt=0)] | Literal["run"]  # iterations, or "run": the run's own length
 
 
 class AdaptiveScaleConfig(AlgorithmConfig):
@@ -48,7 +53,7 @@ class ScaleSchedule:
 
     init: float
     lr: float
-    decay_steps: int | None  # None: the run's length
+    decay_steps: DecayHorizon
     final_lr_fraction: float
 
 
@@ -63,7 +68,7 @@ class AdaptiveScale:
 
     def meta_parameter_specs(self) -> list[MetaParameter]:
         schedule = self.scale_schedule()
-        horizon = schedule.decay_steps or self.spec.total_steps
+        horizon = self.spec.total_steps if schedule.decay_steps == "run" else schedule.decay_steps
         return [
             MetaParameter(
                 self.objective.scale_name,

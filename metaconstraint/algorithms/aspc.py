@@ -7,8 +7,9 @@ Every ``policy_freq * alpha_interval`` iterations (2 x 10 = 20) the actor step i
 .. math:: \rho \leftarrow \rho - \eta_\rho\, \partial_\rho \big(L_1 + L_2 + L_3\big)(\tilde\theta(\alpha))
 
 (:mod:`metaconstraint.outer_losses.builtin`); the virtual step is then committed. Adam on
-:math:`\rho` with lr 2e-3 decays exponentially to 1% over ``alpha_lr_decay_steps`` iterations
-(default: the run's length, as the paper's 1M-iteration schedule).
+:math:`\rho` with lr 2e-3 decays exponentially to 1% over ``alpha_lr_decay_steps`` iterations:
+1,000,000 whatever the run's length, the released code's schedule (``"run"``: the run's own length,
+which in a short run keeps alpha close to its start; ../shared/reference/algorithms.md).
 
 The inner objective is a config value, ``objective`` (default ``"td3bc"``; any registered name or
 ``module:factory``, built with ``actor`` and ``critic``): the bilevel machinery is the same for all.
@@ -18,7 +19,7 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from metaconstraint.algorithms.adaptive import AdaptiveScale, AdaptiveScaleConfig, ScaleSchedule
+from metaconstraint.algorithms.adaptive import RELEASED_DECAY_STEPS, AdaptiveScale, AdaptiveScaleConfig, DecayHorizon, ScaleSchedule
 from metaconstraint.algorithms.base import register_algorithm
 from metaconstraint.algorithms.td3bc import TD3BC, TD3BCConfig
 from metaconstraint.objectives import build_objective
@@ -28,8 +29,10 @@ class ASPCConfig(AdaptiveScaleConfig, TD3BCConfig):
     alpha: float = Field(2.5, gt=0, description="Initial value of the learned alpha.")
     alpha_lr: float = Field(2e-3, gt=0, description="Adam learning rate of rho (alpha = softplus(rho)).")
     alpha_interval: int = Field(10, ge=1, description="k_alpha: alpha is updated every policy_freq * k_alpha iterations.")
-    alpha_lr_decay_steps: int | None = Field(
-        None, gt=0, description="Iterations over which alpha's lr decays to 1% (default: the run's --steps)."
+    alpha_lr_decay_steps: DecayHorizon = Field(
+        RELEASED_DECAY_STEPS,
+        description="Iterations over which alpha's lr decays to 1%: 1,000,000 whatever --steps is (the released "
+        "code's schedule), or \"run\" for the run's own length.",
     )
     alpha_final_lr_fraction: float = Field(0.01, gt=0, le=1)
     objective: str = Field("td3bc", description="Inner objective: a registered name or module:factory.")

@@ -11,18 +11,18 @@ then committed. The outer losses are ASPC's (:mod:`metaconstraint.outer_losses.b
 L1 is the AWR objective at :math:`\tilde\theta` with :math:`\beta` held constant; L2 and L3 read the
 policy's mean action (the evaluated action) and the online critic's :math:`Q_1`, as documented in
 :mod:`metaconstraint.objectives.awr`. Adam on :math:`\rho` with lr 2e-3 decays to 1% over
-``beta_lr_decay_steps`` iterations (default: the run's length), as ASPC's alpha; the
+``beta_lr_decay_steps`` iterations (default 1,000,000, as ASPC's alpha); the
 ``--alpha-lr-decay-steps`` flag is ASPC's own (in a ``compare`` of both it reaches ASPC only), so set
 ``beta_lr_decay_steps`` in a config file. As for ASPC, the decay bounds how far :math:`\rho` can
-travel: the learning rates sum to 0.65 in a 30,000-iteration run whose decay is tied to its length
-(Adam's steps exceed their learning rate a little while the meta-gradient keeps growing).
+travel: with the decay tied to a 30,000-iteration run's length (``"run"``) the learning rates sum to
+0.65 (Adam's steps exceed their learning rate a little while the meta-gradient keeps growing).
 """
 
 from __future__ import annotations
 
 from pydantic import Field
 
-from metaconstraint.algorithms.adaptive import AdaptiveScale, AdaptiveScaleConfig, ScaleSchedule
+from metaconstraint.algorithms.adaptive import RELEASED_DECAY_STEPS, AdaptiveScale, AdaptiveScaleConfig, DecayHorizon, ScaleSchedule
 from metaconstraint.algorithms.base import register_algorithm
 from metaconstraint.algorithms.iql import IQL, IQLConfig
 from metaconstraint.objectives import build_objective
@@ -32,8 +32,9 @@ class ASPCIQLConfig(AdaptiveScaleConfig, IQLConfig):
     beta: float = Field(3.0, gt=0, description="Initial value of the learned beta.")
     beta_lr: float = Field(2e-3, gt=0, description="Adam learning rate of rho (beta = softplus(rho)).")
     beta_interval: int = Field(20, ge=1, description="beta is updated every this many iterations.")
-    beta_lr_decay_steps: int | None = Field(
-        None, gt=0, description="Iterations over which beta's lr decays to 1% (default: the run's --steps)."
+    beta_lr_decay_steps: DecayHorizon = Field(
+        RELEASED_DECAY_STEPS,
+        description="Iterations over which beta's lr decays to 1%: 1,000,000 (ASPC's schedule), or \"run\" for --steps.",
     )
     beta_final_lr_fraction: float = Field(0.01, gt=0, le=1)
     objective: str = Field("awr", description="Inner objective: a registered name or module:factory.")

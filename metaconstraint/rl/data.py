@@ -55,6 +55,7 @@ __all__ = [
     "known_datasets",
     "load_dataset",
     "load_transitions",
+    "preprocess_rewards",
     "make_eval_env",
     "normalized_score",
     "resolve_dataset_id",
@@ -921,6 +922,21 @@ def load_transitions(dataset, reward_offset: float | None = None) -> Transitions
         transitions.rewards += np.float32(reward_offset)
         transitions.episode_returns += reward_offset * transitions.episode_lengths
     return transitions
+
+
+def preprocess_rewards(transitions: Transitions, center: bool = False, scale: float = 1.0) -> Transitions:
+    """Training rewards ``scale * (r - mean r)`` (``center``) or ``scale * r``; episode returns follow.
+
+    Scores are unaffected: evaluation reads the environment's own reward. TD3+BC's actor objective
+    divides by ``mean |Q|`` and so ignores ``scale``; ASPC's L2/L3 outer losses do not
+    (:mod:`metaconstraint.outer_losses.builtin`), which is what the option is for.
+    """
+    rewards = transitions.rewards.astype(np.float64)
+    offset = rewards.mean() if center and len(rewards) else 0.0
+    returns = scale * (transitions.episode_returns - offset * transitions.episode_lengths)
+    return dataclasses.replace(
+        transitions, rewards=(scale * (rewards - offset)).astype(np.float32), episode_returns=returns
+    )
 
 
 # ----------------------------------------------------------------------------------------- evaluation
