@@ -74,6 +74,18 @@ def _print_dry_run(report: dict) -> None:
     typer.echo(to_toml(report["config"]))
 
 
+def _announce_builtin(dataset: str) -> None:
+    """Generate missing built-in sets with their progress bar (before any status display), and say
+    in one line when the data are a local remake of a published set."""
+    from metaconstraint.rl.builtin import remake_note
+    from metaconstraint.rl.data import generate_missing_builtin, resolve_dataset_id
+
+    generate_missing_builtin(dataset, console)
+    note = remake_note(resolve_dataset_id(dataset))
+    if note:
+        console.print(f"note: {note}.", markup=False, highlight=False)
+
+
 def _train_or_check(values: dict, resume: bool, dry_run: bool) -> None:
     from metaconstraint.config import ConfigError, build_configs
     from metaconstraint.objectives import ObjectiveError
@@ -98,6 +110,7 @@ def _train_or_check(values: dict, resume: bool, dry_run: bool) -> None:
         if dry_run:
             _print_dry_run(validate_run(run, algorithm_config))
             return
+        _announce_builtin(run.dataset)
         with console.status(f"loading {run.dataset}"):
             trainer = Trainer(run, algorithm_config, notify=notify)
     except (ConfigError, DatasetError, DeviceError, ResumeError, ObjectiveError) as error:

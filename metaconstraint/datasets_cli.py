@@ -33,6 +33,8 @@ def datasets_list() -> None:
     for short, dataset_id, local in known_datasets():
         if local:
             where = "[green]yes[/]"
+        elif dataset_id.startswith("builtin/pointmaze/"):
+            where = "built-in: generated on first use (~1 min), local remake of D4RL's"
         elif dataset_id.startswith("builtin/"):
             where = "built-in: generated on first use"
         else:
@@ -109,14 +111,16 @@ def datasets_info(
 
 def datasets_download(name: str = typer.Argument(..., help="Short name, Minari id, or a+b.")) -> None:
     """Make a dataset local: download it through Minari (built-in sets are generated)."""
-    from metaconstraint.rl.data import DatasetError, download_dataset
+    from metaconstraint.rl.data import DatasetError, download_dataset, generate_missing_builtin
 
     try:
+        generated = generate_missing_builtin(name, _console())  # before the status line: it shows a progress bar
         with _console().status(f"getting {name}"):
             rows = download_dataset(name)
     except DatasetError as error:
         _fail(str(error))
     for dataset_id, folder, how in rows:
+        how = "generated" if dataset_id in generated else how
         verb = {"local": "already local in", "generated": "generated in", "downloaded": "downloaded to"}[how]
         _console().print(f"{dataset_id}: {verb} {folder}", markup=False, highlight=False)
 

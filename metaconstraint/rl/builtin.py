@@ -16,6 +16,10 @@ Each holds 100 episodes (20,000 transitions). Reference scores (recorded in the 
 controller's, each over 100 seeded episodes, so the expert data scores about 100 and random about 0.
 Generation is deterministic (fixed seeds); the sets are written once to
 ``$METACONSTRAINT_HOME/datasets/builtin/...`` and read from there afterwards.
+
+A second domain, PointMaze (D4RL's Maze2d), is remade by the published recipe in
+:mod:`metaconstraint.rl.pointmaze`: ``builtin/pointmaze/{umaze,medium,large}{,-dense}-v0``, 1M steps
+each, generated on first use in about a minute with a progress bar.
 """
 
 from __future__ import annotations
@@ -26,7 +30,9 @@ from typing import Callable
 
 import numpy as np
 
-__all__ = ["BUILTIN_DATASETS", "BuiltinDataset", "generate_builtin", "pendulum_controller", "pendulum_expert"]
+from metaconstraint.rl.pointmaze import POINTMAZE_DATASETS, PointMazeRecipe
+
+__all__ = ["BUILTIN_DATASETS", "BuiltinDataset", "generate_builtin", "pendulum_controller", "pendulum_expert", "remake_note"]
 
 PENDULUM_MAX_TORQUE = 2.0
 
@@ -70,7 +76,7 @@ class BuiltinDataset:
     reference_episodes: int = 100
 
 
-BUILTIN_DATASETS: dict[str, BuiltinDataset] = {
+BUILTIN_DATASETS: dict[str, BuiltinDataset | PointMazeRecipe] = {
     "builtin/pendulum/expert-v0": BuiltinDataset(
         "Pendulum-v1", pendulum_controller, pendulum_controller, 0.1, 100, 0,
         "Scripted swing-up + PD controller with full torque (|u| <= 2), action noise 0.1.",
@@ -83,19 +89,36 @@ BUILTIN_DATASETS: dict[str, BuiltinDataset] = {
         "Pendulum-v1", None, pendulum_controller, 0.0, 100, 2,
         "Uniform random torques.",
     ),
+    **POINTMAZE_DATASETS,
 }
 """Built-in dataset id -> how it is made."""
 
 
-def generate_builtin(dataset_id: str, root: pathlib.Path) -> pathlib.Path:
+def remake_note(dataset_id: str) -> str | None:
+    """One line saying that ``dataset_id`` (or a part of ``a+b``) is a local remake of a published set, else None."""
+    notes = []
+    for part in dataset_id.split("+"):
+        recipe = BUILTIN_DATASETS.get(part)
+        if isinstance(recipe, PointMazeRecipe):
+            published = part.replace("builtin/", "D4RL/").removesuffix("-v0") + "-v2"
+            notes.append(f"{part} is a local remake of {published} (same recipe, generated here; scores use references measured here)")
+    return "; ".join(notes) or None
+
+
+def generate_builtin(dataset_id: str, root: pathlib.Path, console=None, **options) -> pathlib.Path:
     """Simulate and write the built-in dataset ``dataset_id`` under ``root``; return its folder.
 
     Concurrent first uses are safe: each writes a complete copy beside and moves it into place,
-    and the first to arrive is kept.
+    and the first to arrive is kept. PointMaze sets show a progress bar on ``console`` and take
+    ``options`` of :func:`metaconstraint.rl.pointmaze.generate_pointmaze` (``steps``, ...).
     """
     from metaconstraint.rl.collect import collect_episodes, make_env_spec, measure_return, random_policy, write_dataset
 
     recipe = BUILTIN_DATASETS[dataset_id]
+    if isinstance(recipe, PointMazeRecipe):
+        from metaconstraint.rl.pointmaze import generate_pointmaze
+
+        return generate_pointmaze(dataset_id, root, console=console, **options)
     spec = make_env_spec(recipe.env_id)
     import gymnasium as gym
 

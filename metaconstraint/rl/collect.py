@@ -249,9 +249,10 @@ def write_dataset(
     ref_max_score: float,
     algorithm_name: str,
     description: str,
+    eval_spec=None,
 ) -> pathlib.Path:
-    """Write ``buffers`` as the Minari dataset ``dataset_id`` under ``root`` (``env_spec`` and
-    ``eval_env_spec`` both ``spec``) and return its folder. It is written in a hidden folder beside
+    """Write ``buffers`` as the Minari dataset ``dataset_id`` under ``root`` (``env_spec`` is ``spec``,
+    ``eval_env_spec`` is ``eval_spec``, default ``spec``) and return its folder. It is written in a hidden folder beside
     and moved into place whole; if another process put the same id there first, theirs is kept."""
     import minari
 
@@ -269,7 +270,7 @@ def write_dataset(
                 dataset_id=dataset_id,
                 buffer=buffers,
                 env=spec,
-                eval_env=spec,
+                eval_env=spec if eval_spec is None else eval_spec,
                 algorithm_name=algorithm_name,
                 author="metaconstraint",
                 author_email="metaconstraint@users.invalid",

@@ -52,6 +52,7 @@ __all__ = [
     "describe_dataset",
     "download_dataset",
     "find_local_dataset",
+    "generate_missing_builtin",
     "known_datasets",
     "load_dataset",
     "load_transitions",
@@ -123,7 +124,9 @@ def _builtin_short_names() -> dict[str, str]:
     names = {}
     for dataset_id in BUILTIN_DATASETS:
         _, task, name = dataset_id.split("/")
-        names[f"{task}-{_versionless(name)}"] = dataset_id
+        short = f"{task}-{_versionless(name)}"
+        if short not in D4RL_SHORT_NAMES and short not in MUJOCO_SHORT_NAMES:  # pointmaze-umaze stays Minari's
+            names[short] = dataset_id
     return names
 
 
@@ -287,11 +290,14 @@ def _all_local_ids() -> list[str]:
 
 def known_datasets() -> list[tuple[str, str, bool]]:
     """``(short name or "", Minari id, is_local)`` for every short name (D4RL, MuJoCo, built-in), then
-    every other local dataset. A built-in set that is not local yet is generated on first use."""
+    the built-in sets without one (the PointMaze remakes, beside Minari's sets), then every other
+    local dataset. A built-in set that is not local yet is generated on first use."""
     local = set(_all_local_ids())
     names = short_names()
     rows = [(short, dataset_id, all(p in local for p in dataset_id.split("+"))) for short, dataset_id in names.items()]
     mapped = set(names.values())
+    rows += [("", dataset_id, dataset_id in local) for dataset_id in _builtin_ids() if dataset_id not in mapped]
+    mapped.update(_builtin_ids())
     rows += [("", dataset_id, True) for dataset_id in sorted(local) if dataset_id not in mapped]
     return rows
 
@@ -495,6 +501,19 @@ def load_dataset(name: str, download: bool = True):
             extra = f" (a folder {leftover} without data/ blocks it; delete it and retry)" if leftover.exists() else ""
             raise _unavailable(dataset_id, f"minari's download did not leave it in {_minari_root()}{extra}")
     return _open_local(dataset_id, folder)
+
+
+def generate_missing_builtin(name: str, console=None) -> list[str]:
+    """Generate every built-in part of ``name`` that no root has yet (progress on ``console``); return
+    their ids. The CLI calls this before its own status display, so the generation shows its bar."""
+    generated = []
+    for dataset_id in resolve_dataset_id(name).split("+"):
+        if dataset_id in _builtin_ids() and find_local_dataset(dataset_id) is None:
+            from metaconstraint.rl.builtin import generate_builtin
+
+            generate_builtin(dataset_id, _cache_root(), console=console)
+            generated.append(dataset_id)
+    return generated
 
 
 def download_dataset(name: str) -> list[tuple[str, pathlib.Path, str]]:
