@@ -18,7 +18,7 @@ from metaconstraint.rl import data
 from metaconstraint.rl.builtin import BUILTIN_DATASETS, generate_builtin
 from metaconstraint.rl.collect import make_env_spec
 from metaconstraint.rl.observations import flatten_observations
-from metaconstraint.rl.pointmaze import MAZES, eval_env_spec, next_cell_table, pointmaze_controller, simulate
+from metaconstraint.rl.pointmaze import MAZES, eval_env_spec, measure_references, next_cell_table, pointmaze_controller, simulate
 
 runner = CliRunner()
 SMALL = 2500  # steps of the small sets the tests generate
@@ -93,15 +93,22 @@ def test_noise_free_controller_reaches_random_goals(maze):
     assert all(reached), f"the controller missed {reached.count(False)} of {len(reached)} goals in {maze}"
 
 
-def test_controller_scores_far_above_random_in_the_evaluation_environment():
+def test_references_are_the_evaluation_returns_of_random_and_controller():
+    """The references equal what the project's generic measurement (the wrapped, flattened evaluation
+    environment, as `datasets collect` and evaluation see it) gives for the same seeds."""
+    from metaconstraint.rl.collect import measure_return, random_policy
+
     spec = eval_env_spec("medium", "sparse")
     assert spec.max_episode_steps == 600 and spec.kwargs["reset_target"] is False and spec.kwargs["continuing_task"]
     assert spec.kwargs["maze_map"][6][6] == "g"
-    from metaconstraint.rl.collect import measure_return, random_policy
-
-    controller = measure_return(spec, pointmaze_controller("medium"), 4, 0)
-    randoms = measure_return(spec, random_policy(gym.make(spec).action_space, 1), 4, 0)
-    assert (controller > 100).all() and controller.mean() > randoms.mean() + 200
+    references = measure_references("medium", 3)
+    controller = measure_return(spec, pointmaze_controller("medium"), 3, 0)
+    randoms = measure_return(spec, random_policy(gym.make(spec).action_space, 12345), 3, 0)
+    assert references.controller["sparse"] == pytest.approx(controller.mean())
+    assert references.random["sparse"] == pytest.approx(randoms.mean())
+    dense = measure_return(eval_env_spec("medium", "dense"), pointmaze_controller("medium"), 3, 0)
+    assert references.controller["dense"] == pytest.approx(dense.mean(), rel=1e-6)
+    assert references.success == 1.0 and (controller > 100).all() and controller.mean() > randoms.mean() + 200
 
 
 def test_small_set_has_the_recipes_structure(offline):

@@ -47,7 +47,7 @@ __all__ = [
     "POINTMAZE_DATASETS",
     "PointMazeRecipe",
     "WaypointController",
-    "controller_success_rate",
+    "measure_references",
     "eval_env_spec",
     "generate_pointmaze",
     "next_cell_table",
@@ -362,22 +362,62 @@ def split_episodes(trajectory: Trajectory, reward_type: str) -> list:
 
 
 # ----------------------------------------------------------------------------------------- the datasets
-def _references(maze: str, reward_type: str, episodes: int) -> tuple[float, float, np.ndarray]:
-    """``(ref_min, ref_max, controller returns (episodes,))`` in the evaluation environment: the
-    mean returns of the uniform random policy and of the noise-free controller."""
-    from metaconstraint.rl.collect import measure_return, random_policy
+@dataclasses.dataclass(frozen=True)
+class References:
+    """Mean returns in a maze's evaluation environment over ``episodes`` episodes, for both rewards:
+    ``random[reward_type]`` (uniform random actions) and ``controller[reward_type]`` (the noise-free
+    controller); ``success`` is the fraction of episodes in which the controller reached the goal."""
 
-    spec = eval_env_spec(maze, reward_type)
-    action_space = gym.make(spec).action_space
-    ref_min = float(measure_return(spec, random_policy(action_space, 12345), episodes, 0).mean())
-    returns = measure_return(spec, pointmaze_controller(maze), episodes, 0)
-    return ref_min, float(returns.mean()), returns
+    episodes: int
+    random: dict
+    controller: dict
+    success: float
 
 
-def controller_success_rate(maze: str, episodes: int = REFERENCE_EPISODES) -> float:
-    """Fraction of the reference episodes (evaluation environment, noise-free controller) in which
-    the ball reaches the goal: a sparse return above 0."""
-    return float(np.mean(_references(maze, "sparse", episodes)[2] > 0))
+def _rollout_returns(maze: str, episodes: int, act: Callable) -> tuple[np.ndarray, np.ndarray]:
+    """Sparse and dense returns ``(episodes,)`` of ``act(x, y, vx, vy, goal_x, goal_y) -> (ax, ay)`` in the
+    evaluation environment. Episode ``e`` resets with seed ``REFERENCE_SEED_OFFSET + e`` (as
+    ``datasets collect`` measures references) and runs the full horizon (the task never terminates);
+    one rollout gives both rewards, which do not change the dynamics."""
+    from metaconstraint.rl.collect import REFERENCE_SEED_OFFSET
+
+    spec = eval_env_spec(maze, "sparse")
+    env = gym.make(spec)
+    sparse, dense = np.zeros(episodes), np.zeros(episodes)
+    action = np.empty(2, dtype=np.float32)
+    try:
+        core = env.unwrapped
+        for e in range(episodes):
+            first, _ = env.reset(seed=REFERENCE_SEED_OFFSET + e)
+            x, y, vx, vy = (float(v) for v in first["observation"])
+            gx, gy = (float(v) for v in first["desired_goal"])
+            positions = np.empty((spec.max_episode_steps, 2))
+            for t in range(spec.max_episode_steps):
+                ax, ay = act(x, y, vx, vy, gx, gy)
+                action[0], action[1] = min(1.0, max(-1.0, ax)), min(1.0, max(-1.0, ay))
+                state = core.step(action)[0]["observation"]
+                x, y, vx, vy = float(state[0]), float(state[1]), float(state[2]), float(state[3])
+                positions[t] = x, y
+            distance = np.linalg.norm(positions - np.array([gx, gy]), axis=-1)  # the goal stays (reset_target=False)
+            sparse[e], dense[e] = float(np.sum(distance <= SUCCESS_RADIUS)), float(np.sum(np.exp(-distance)))
+    finally:
+        env.close()
+    return sparse, dense
+
+
+def measure_references(maze: str, episodes: int = REFERENCE_EPISODES) -> References:
+    """D4RL's way: the random policy's and the noise-free controller's mean returns in the evaluation
+    environment with its horizon (random actions from ``default_rng(12345)``)."""
+    rng = np.random.default_rng(12345)
+    random_sparse, random_dense = _rollout_returns(maze, episodes, lambda *_: tuple(rng.uniform(-1.0, 1.0, size=2)))
+    controller = WaypointController(_maze_map(maze), np.random.default_rng(0))
+    sparse, dense = _rollout_returns(maze, episodes, controller.act)
+    return References(
+        episodes,
+        {"sparse": float(random_sparse.mean()), "dense": float(random_dense.mean())},
+        {"sparse": float(sparse.mean()), "dense": float(dense.mean())},
+        float(np.mean(sparse > 0)),
+    )
 
 
 def _rich_progress(label: str, total: int, console=None):
@@ -425,19 +465,15 @@ def generate_pointmaze(
         trajectory = simulate(recipe.maze, steps, recipe.noise_seed)
     simulated = time.perf_counter() - started
     root = pathlib.Path(root)
-    requested, reached = None, None
+    requested, references = None, None
     for twin_id, twin in POINTMAZE_DATASETS.items():
         if twin.maze != recipe.maze or twin.noise_seed != recipe.noise_seed:
             continue
-        final = root.joinpath(*twin_id.split("/"))
-        if twin_id != dataset_id and (final / "data").is_dir():
+        if twin_id != dataset_id and (root.joinpath(*twin_id.split("/")) / "data").is_dir():
             continue
+        references = references or measure_references(twin.maze, reference_episodes)
+        ref_min, ref_max = references.random[twin.reward_type], references.controller[twin.reward_type]
         buffers = split_episodes(trajectory, twin.reward_type)
-        ref_min, ref_max, returns = _references(twin.maze, twin.reward_type, reference_episodes)
-        if twin.reward_type == "sparse":
-            reached = float(np.mean(returns > 0))
-        elif reached is None:
-            reached = controller_success_rate(twin.maze, reference_episodes)
         eval_spec = eval_env_spec(twin.maze, twin.reward_type)
         size = "the recipe's 1M steps" if steps == DEFAULT_STEPS else f"{steps:,} steps (a smaller variant; the recipe has 1M)"
         description = (
@@ -446,7 +482,7 @@ def generate_pointmaze(
             f"simulated in {simulated:.0f} s. Evaluation: {eval_spec.id} with the goal fixed in cell "
             f"{list(MAZES[twin.maze].eval_goal)}, horizon {eval_spec.max_episode_steps}. References over "
             f"{reference_episodes} episodes: random {ref_min:.6g}, noise-free controller {ref_max:.6g} "
-            f"(it reached the goal in {100 * reached:.0f}% of them)."
+            f"(it reached the goal in {100 * references.success:.0f}% of them)."
         )
         folder = write_dataset(
             twin_id, buffers, root, data_env_spec(twin.maze, twin.reward_type, DEFAULT_STEPS), ref_min, ref_max,
