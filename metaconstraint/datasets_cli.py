@@ -61,9 +61,10 @@ def datasets_info(
     as_json: bool = typer.Option(False, "--json", help="Print the description as JSON."),
 ) -> None:
     """Episodes, steps, spaces, evaluation spec, reference scores and the return distribution."""
-    from metaconstraint.rl.data import DatasetError, describe_dataset
+    from metaconstraint.rl.data import DatasetError, describe_dataset, generate_missing_builtin
 
     try:
+        generate_missing_builtin(name, _console())  # before the status line: it shows a progress bar
         with _console().status(f"reading {name}"):
             info = describe_dataset(name)
     except DatasetError as error:
