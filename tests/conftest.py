@@ -76,3 +76,24 @@ def shared_datasets() -> Path:
 def pen_human_root(tmp_path_factory) -> Path:
     """A temporary Minari root holding a small ``D4RL/pen/human-v2`` (5 episodes x 100 steps)."""
     return build_pen_human(tmp_path_factory.mktemp("pen_human_root"))
+
+
+@pytest.fixture
+def offline(tmp_path, monkeypatch):
+    """An empty Minari root, a fresh cache home, and no network at all (built-in datasets)."""
+    import socket
+
+    import minari
+
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    monkeypatch.setenv("MINARI_DATASETS_PATH", str(empty))
+    monkeypatch.setenv("METACONSTRAINT_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("METACONSTRAINT_OFFLINE", "1")
+
+    def no_network(*args, **kwargs):
+        raise AssertionError("built-in datasets must not touch the network")
+
+    monkeypatch.setattr(minari, "download_dataset", no_network)
+    monkeypatch.setattr(socket, "create_connection", no_network)
+    return tmp_path

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import socket
 
 import numpy as np
 import pytest
@@ -17,25 +16,6 @@ from metaconstraint.rl.builtin import BUILTIN_DATASETS, generate_builtin
 
 runner = CliRunner()
 LEVELS = ("random", "medium", "expert")
-
-
-@pytest.fixture
-def offline(tmp_path, monkeypatch):
-    """An empty Minari root, a fresh cache home, and no network at all."""
-    import minari
-
-    empty = tmp_path / "empty"
-    empty.mkdir()
-    monkeypatch.setenv("MINARI_DATASETS_PATH", str(empty))
-    monkeypatch.setenv("METACONSTRAINT_HOME", str(tmp_path / "home"))
-    monkeypatch.setenv("METACONSTRAINT_OFFLINE", "1")
-
-    def no_network(*args, **kwargs):
-        raise AssertionError("built-in datasets must not touch the network")
-
-    monkeypatch.setattr(minari, "download_dataset", no_network)
-    monkeypatch.setattr(socket, "create_connection", no_network)
-    return tmp_path
 
 
 def test_quickstart_trains_and_evaluates_offline(offline):

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import collections
 import json
-import socket
 
 import gymnasium as gym
 import numpy as np
@@ -22,25 +21,6 @@ from metaconstraint.rl.pointmaze import MAZES, eval_env_spec, measure_references
 
 runner = CliRunner()
 SMALL = 2500  # steps of the small sets the tests generate
-
-
-@pytest.fixture
-def offline(tmp_path, monkeypatch):
-    """An empty Minari root, a fresh cache home, no network."""
-    import minari
-
-    empty = tmp_path / "empty"
-    empty.mkdir()
-    monkeypatch.setenv("MINARI_DATASETS_PATH", str(empty))
-    monkeypatch.setenv("METACONSTRAINT_HOME", str(tmp_path / "home"))
-    monkeypatch.setenv("METACONSTRAINT_OFFLINE", "1")
-
-    def no_network(*args, **kwargs):
-        raise AssertionError("built-in datasets must not touch the network")
-
-    monkeypatch.setattr(minari, "download_dataset", no_network)
-    monkeypatch.setattr(socket, "create_connection", no_network)
-    return tmp_path
 
 
 def _small_umaze(home) -> None:

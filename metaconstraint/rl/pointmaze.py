@@ -36,7 +36,6 @@ from __future__ import annotations
 import dataclasses
 import math
 import pathlib
-import time
 from typing import Callable
 
 import gymnasium as gym
@@ -456,14 +455,12 @@ def generate_pointmaze(
     from metaconstraint.rl.data import find_local_dataset
 
     recipe = POINTMAZE_DATASETS[dataset_id]
-    started = time.perf_counter()
     if show_progress:
         progress, update = _rich_progress(dataset_id, steps, console)
         with progress:
             trajectory = simulate(recipe.maze, steps, recipe.noise_seed, update)
     else:
         trajectory = simulate(recipe.maze, steps, recipe.noise_seed)
-    simulated = time.perf_counter() - started
     root = pathlib.Path(root)
     requested, references = None, None
     for twin_id, twin in POINTMAZE_DATASETS.items():
@@ -479,7 +476,7 @@ def generate_pointmaze(
         description = (
             f"metaconstraint built-in dataset. {twin.description} This set: {size}, {len(buffers):,} episodes (split at "
             f"each success), {twin.reward_type} reward, first reset seed {FIRST_RESET_SEED}, noise seed {twin.noise_seed}; "
-            f"simulated in {simulated:.0f} s. Evaluation: {eval_spec.id} with the goal fixed in cell "
+            f"Evaluation: {eval_spec.id} with the goal fixed in cell "
             f"{list(MAZES[twin.maze].eval_goal)}, horizon {eval_spec.max_episode_steps}. References over "
             f"{reference_episodes} episodes: random {ref_min:.6g}, noise-free controller {ref_max:.6g} "
             f"(it reached the goal in {100 * references.success:.0f}% of them)."
