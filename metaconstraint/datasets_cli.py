@@ -34,7 +34,7 @@ def datasets_list() -> None:
         if local:
             where = "[green]yes[/]"
         elif dataset_id.startswith("builtin/pointmaze/"):
-            where = "built-in: generated on first use (~1 min), local remake of D4RL's"
+            where = "built-in: local remake, generated on first use (minutes)"
         elif dataset_id.startswith("builtin/"):
             where = "built-in: generated on first use"
         else:

@@ -100,8 +100,7 @@ def remake_note(dataset_id: str) -> str | None:
     for part in dataset_id.split("+"):
         recipe = BUILTIN_DATASETS.get(part)
         if isinstance(recipe, PointMazeRecipe):
-            published = part.replace("builtin/", "D4RL/").removesuffix("-v0") + "-v2"
-            notes.append(f"{part} is a local remake of {published} (same recipe, generated here; scores use references measured here)")
+            notes.append(f"{part} is a local remake of {recipe.published} (same recipe, generated here; scores use references measured here)")
     return "; ".join(notes) or None
 
 

@@ -290,13 +290,19 @@ def _all_local_ids() -> list[str]:
 
 def known_datasets() -> list[tuple[str, str, bool]]:
     """``(short name or "", Minari id, is_local)`` for every short name (D4RL, MuJoCo, built-in), then
-    the built-in sets without one (the PointMaze remakes, beside Minari's sets), then every other
+    the built-in sets without one (the PointMaze remakes, each after the set it remakes), then every other
     local dataset. A built-in set that is not local yet is generated on first use."""
+    from metaconstraint.rl.builtin import BUILTIN_DATASETS
+
     local = set(_all_local_ids())
     names = short_names()
     rows = [(short, dataset_id, all(p in local for p in dataset_id.split("+"))) for short, dataset_id in names.items()]
     mapped = set(names.values())
-    rows += [("", dataset_id, dataset_id in local) for dataset_id in _builtin_ids() if dataset_id not in mapped]
+    for dataset_id in _builtin_ids():
+        if dataset_id not in mapped:  # right after the last row of the set it remakes, if any
+            published = getattr(BUILTIN_DATASETS[dataset_id], "published", None)
+            at = max((i + 1 for i, row in enumerate(rows) if row[1] == published), default=len(rows))
+            rows.insert(at, ("", dataset_id, dataset_id in local))
     mapped.update(_builtin_ids())
     rows += [("", dataset_id, True) for dataset_id in sorted(local) if dataset_id not in mapped]
     return rows

@@ -95,16 +95,19 @@ class PointMazeRecipe:
     reward_type: str  # "sparse" or "dense"
     noise_seed: int
     description: str
+    published: str  # the Minari id of the set this one remakes
 
 
 def _recipes() -> dict[str, PointMazeRecipe]:
     recipes = {}
     for key, maze in MAZES.items():
         for reward_type, suffix in (("sparse", ""), ("dense", "-dense")):
+            published = f"D4RL/pointmaze/{key}{suffix}-v2"
             recipes[f"builtin/pointmaze/{key}{suffix}-v0"] = PointMazeRecipe(
                 key, reward_type, 0,
-                f"Local remake of D4RL/pointmaze/{key}{suffix}-v2 (D4RL maze2d-{key}{suffix}): 1M steps of "
+                f"Local remake of {published} (D4RL maze2d-{key}{suffix}): 1M steps of "
                 f"{maze.env_id(reward_type)} by a Q-iteration planner and a noisy waypoint controller.",
+                published,
             )
     return recipes
 
