@@ -478,7 +478,7 @@ def generate_pointmaze(
         size = "the recipe's 1M steps" if steps == DEFAULT_STEPS else f"{steps:,} steps (a smaller variant; the recipe has 1M)"
         description = (
             f"metaconstraint built-in dataset. {twin.description} This set: {size}, {len(buffers):,} episodes (split at "
-            f"each success), {twin.reward_type} reward, first reset seed {FIRST_RESET_SEED}, noise seed {twin.noise_seed}; "
+            f"each success), {twin.reward_type} reward, first reset seed {FIRST_RESET_SEED}, noise seed {twin.noise_seed}. "
             f"Evaluation: {eval_spec.id} with the goal fixed in cell "
             f"{list(MAZES[twin.maze].eval_goal)}, horizon {eval_spec.max_episode_steps}. References over "
             f"{reference_episodes} episodes: random {ref_min:.6g}, noise-free controller {ref_max:.6g} "
