@@ -11,7 +11,6 @@ from __future__ import annotations
 import shutil
 import string
 import subprocess
-from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -68,9 +67,9 @@ def test_invalid_config_value_is_a_validation_message(tmp_path):
     assert_clean_failure(result, "alpha_lr")
 
 
-def test_truncated_hdf5_is_reported_as_a_corrupt_dataset(tmp_path, shared_datasets, monkeypatch):
+def test_truncated_hdf5_is_reported_as_a_corrupt_dataset(tmp_path, simulated_root, monkeypatch):
     root = tmp_path / "root"
-    shutil.copytree(Path(shared_datasets) / "D4RL" / "door", root / "D4RL" / "door")
+    shutil.copytree(simulated_root / "D4RL" / "door", root / "D4RL" / "door")
     data = root / "D4RL" / "door" / "human-v2" / "data" / "main_data.hdf5"
     data.write_bytes(data.read_bytes()[: data.stat().st_size // 3])
     monkeypatch.setenv("MINARI_DATASETS_PATH", str(root))
