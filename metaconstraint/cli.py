@@ -78,6 +78,7 @@ def _print_dry_run(report: dict) -> None:
 def _train_or_check(values: dict, resume: bool, dry_run: bool) -> None:
     from metaconstraint.config import ConfigError, build_configs
     from metaconstraint.objectives import ObjectiveError
+    from metaconstraint.outer_losses import OuterLossError
     from metaconstraint.rl.data import DatasetError
     from metaconstraint.runs import RunFolderError
     from metaconstraint.trackers import TrackerError
@@ -147,7 +148,7 @@ def _train_or_check(values: dict, resume: bool, dry_run: bool) -> None:
                 highlight=False,
             )
             raise typer.Exit(128 + error.signal_number)
-        except ResumeError as error:
+        except (ResumeError, OuterLossError) as error:  # OuterLossError: user code's return, on its first call
             progress.stop()
             fail(str(error))
         except RunFolderError as error:
