@@ -34,6 +34,25 @@ def test_run_on_door_human_writes_scores(tmp_path, algorithm):
     config = tomllib.loads((folder / "config.toml").read_text())
     assert config["dataset"] == "D4RL/door/human-v2" and config["algorithm"] == algorithm
     assert config.get("outer_losses") == (["l1", "l2", "l3"] if algorithm == "aspc" else None)  # ASPC's default, resolved
+    assert "out" not in config  # the folder is where it is: no machine's absolute path in the run folder
+    for name in ("config.toml", "summary.json", "environment.json", "metrics.jsonl"):
+        assert str(tmp_path) not in (folder / name).read_text(), name
+
+
+def test_a_run_folder_whose_config_records_an_out_still_loads(tmp_path):
+    """config.toml files written before 'out' was left out hold an absolute path (another machine's)."""
+    result = invoke(["run", "bc", "--dataset", "D4RL/door/human-v2", "--steps", "20", "--eval-every", "20",
+                     "--eval-episodes", "1", "--out", str(tmp_path / "runs")])
+    assert result.exit_code == 0, result.output
+    folder = tmp_path / "runs" / "bc" / "D4RL__door__human-v2" / "seed0"
+    config = folder / "config.toml"
+    config.write_text('out = "/elsewhere/on/another/machine"\n' + config.read_text())
+    again = invoke(["evaluate", str(folder), "--json"])
+    assert again.exit_code == 0, again.output
+    summary = json.loads((folder / "summary.json").read_text())
+    assert json.loads(again.output)["mean"] == pytest.approx(summary["final_score"], rel=1e-9, abs=1e-9)
+    resumed = runner.invoke(app, ["resume", str(folder)])
+    assert resumed.exit_code == 0 and "has finished" in resumed.output, resumed.output
 
 
 def test_pen_human_offline_gives_a_clear_message_and_fails(tmp_path, monkeypatch):
