@@ -19,8 +19,8 @@ import torch
 
 # Activations per sample and member of one iteration, measured as peak resident memory (ru_maxrss) of
 # 20 iterations (one bilevel step) at batch 16,384 minus batch 2,048, over the 14,336 extra samples, pen
-# shapes, one thread: aspc 53 KB, aspc-iql 28 KB (TD3-family networks of 3 x 256 with the robust
-# critic). ASPC's, the heaviest: a batch that fits for it fits for the others.
+# shapes, one thread: aspc 53 KB, aspc-iql 28 KB, rebrac 24 KB. ASPC's (the heaviest of the three,
+# rounded down): a batch refused for it would not fit for the others by more than a factor of ~2.
 ACTIVATION_BYTES_PER_SAMPLE = 50_000
 
 
