@@ -148,7 +148,7 @@ def _train_or_check(values: dict, resume: bool, dry_run: bool) -> None:
                 highlight=False,
             )
             raise typer.Exit(128 + error.signal_number)
-        except (ResumeError, OuterLossError) as error:  # OuterLossError: user code's return, on its first call
+        except (ResumeError, OuterLossError) as error:  # OuterLossError: what an outer loss returned
             progress.stop()
             fail(str(error))
         except RunFolderError as error:
