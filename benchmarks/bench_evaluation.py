@@ -7,7 +7,7 @@ an evaluation every 5,000 iterations and at the end, 10 episodes) spent evaluati
 ``evaluations * t_eval / (evaluations * t_eval + steps / rate)``. Evaluations and update blocks are
 interleaved, medians kept.
 
-    OMP_NUM_THREADS=1 MINARI_DATASETS_PATH=/work/shared/datasets \\
+    OMP_NUM_THREADS=1 MINARI_DATASETS_PATH=../shared/datasets \\
         python benchmarks/bench_evaluation.py --datasets dapg/pen/expert-v0 D4RL/door/human-v2 --seeds 1 5
 """
 

@@ -35,7 +35,8 @@ EXIT_INTERRUPTED = 130  # 128 + SIGINT; SIGTERM exits 143
 def fail(message: str, code: int = EXIT_USAGE) -> None:
     from rich.markup import escape
 
-    errors.print(f"[bold red]error:[/] {escape(message)}", highlight=False)
+    # soft_wrap: the terminal wraps the message, rich inserts no newlines (paths and commands stay whole)
+    errors.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
     raise typer.Exit(code)
 
 
@@ -70,7 +71,7 @@ def _print_dry_run(report: dict) -> None:
         highlight=False,
     )
     for directory in report["directories"]:
-        console.print(f"run folder: {directory}", markup=False, highlight=False)
+        console.print(f"run folder: {directory}", markup=False, highlight=False, soft_wrap=True)
     typer.echo(to_toml(report["config"]))
 
 
@@ -89,6 +90,7 @@ def _announce_builtin(dataset: str) -> None:
 def _train_or_check(values: dict, resume: bool, dry_run: bool) -> None:
     from metaconstraint.config import ConfigError, build_configs
     from metaconstraint.objectives import ObjectiveError
+    from metaconstraint.outer_losses import OuterLossError
     from metaconstraint.rl.data import DatasetError
     from metaconstraint.runs import RunFolderError
     from metaconstraint.trackers import TrackerError
@@ -159,7 +161,7 @@ def _train_or_check(values: dict, resume: bool, dry_run: bool) -> None:
                 highlight=False,
             )
             raise typer.Exit(128 + error.signal_number)
-        except ResumeError as error:
+        except (ResumeError, OuterLossError) as error:  # OuterLossError: what an outer loss returned
             progress.stop()
             fail(str(error))
         except RunFolderError as error:
@@ -173,18 +175,19 @@ def _train_or_check(values: dict, resume: bool, dry_run: bool) -> None:
 
 def _print_summaries(summaries: list[dict], directories: list[Path]) -> None:
     table = Table(title="results")
-    for column in ("seed", "final score", "alpha", "updates/s", "run folder"):
+    for column in ("seed", "final score", "alpha", "updates/s"):
         table.add_column(column)
-    for summary, directory in zip(summaries, directories):
+    for summary in summaries:
         alpha = summary.get("final_alpha")
         table.add_row(
             str(summary["seed"]),
             f"{summary['final_score']:.1f}",
             "-" if alpha is None else f"{alpha:.3f}",
             f"{summary['updates_per_second']:.0f}",
-            str(directory),
         )
     console.print(table)
+    for summary, directory in zip(summaries, directories):  # below the table: a column would cut long paths
+        console.print(f"seed {summary['seed']}: {directory}", markup=False, highlight=False, soft_wrap=True)
 
 
 @app.command()

@@ -187,8 +187,10 @@ def build_configs(values: dict[str, Any], source: str = "flags") -> tuple[RunCon
 
 
 def resolved_config(run: RunConfig, algorithm: AlgorithmConfig) -> dict[str, Any]:
-    """Everything a run used, flat, as written to ``config.toml`` (readable back with --config)."""
-    data = run.model_dump(mode="json", exclude_none=True)
+    """Everything a run used, flat, as written to ``config.toml`` (readable back with --config), but
+    ``out``: a run folder is where it is (readers take ``out`` from its location), and the path given
+    would record one machine's folders. Older ``config.toml`` files with ``out`` still load."""
+    data = run.model_dump(mode="json", exclude_none=True, exclude={"out"})
     data.update(algorithm.model_dump(mode="json", exclude_none=True))
     return data
 

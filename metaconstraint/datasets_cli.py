@@ -22,27 +22,42 @@ def _fail(message: str) -> None:
     fail(message)
 
 
-def datasets_list() -> None:
+def aligned_columns(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> list[str]:
+    """Plain text lines, each column padded to its widest cell (the last one not padded): no cell is
+    ever cut, whatever the terminal's width, so identifiers can be copied from the output as they are."""
+    widths = [max(len(cell) for cell in column) for column in zip(header, *rows)]
+    return ["  ".join(cell.ljust(w) for cell, w in zip(row[:-1], widths)) + "  " * (len(row) > 1) + row[-1]
+            for row in (header, *rows)]
+
+
+def datasets_list(as_json: bool = typer.Option(False, "--json", help="Print the list as JSON.")) -> None:
     """Short names, their dataset ids, and which are local (built-in sets are generated on first use)."""
     from metaconstraint.rl.data import dataset_roots, known_datasets
 
-    table = Table(title="datasets")
-    table.add_column("short name")
-    table.add_column("dataset id")
-    table.add_column("local")
-    for short, dataset_id, local in known_datasets():
-        if local:
-            where = "[green]yes[/]"
-        elif dataset_id.startswith("builtin/pointmaze/"):
-            where = "built-in: local remake, generated on first use (minutes)"
-        elif dataset_id.startswith("builtin/"):
-            where = "built-in: generated on first use"
-        else:
-            where = "no"
-        table.add_row(short or "", dataset_id, where)
+    entries = [
+        {"short_name": short or None, "dataset_id": dataset_id, "local": local,
+         "builtin": dataset_id.startswith("builtin/")}
+        for short, dataset_id, local in known_datasets()
+    ]
+    searched = [str(p) for p in dataset_roots()]
+    if as_json:
+        typer.echo(json.dumps({"datasets": entries, "searched": searched}, indent=2))
+        return
+    rows = [
+        (e["short_name"] or "-", "yes" if e["local"] else _first_use(e["dataset_id"]) if e["builtin"] else "no", e["dataset_id"])
+        for e in entries
+    ]
     console = _console()
-    console.print(table)
-    console.print("searched: " + ", ".join(str(p) for p in dataset_roots()), markup=False, highlight=False)
+    # Plain columns rather than a rich table, with the id last: a table fitted to 80 columns cuts ids.
+    for index, line in enumerate(aligned_columns(("short name", "local", "dataset id"), rows)):
+        console.print(line, style="bold" if index == 0 else None, markup=False, highlight=False, soft_wrap=True)
+    console.print("searched: " + ", ".join(searched), markup=False, highlight=False, soft_wrap=True)
+    console.print("local 'on first use': a built-in set, simulated on this machine the first time it is used.",
+                  markup=False, highlight=False, soft_wrap=True)
+
+
+def _first_use(dataset_id: str) -> str:
+    return "on first use (local remake)" if dataset_id.startswith("builtin/pointmaze/") else "on first use"
 
 
 def _histogram_lines(histogram: dict, width: int = 30) -> list[str]:
@@ -74,7 +89,7 @@ def datasets_info(
         return
     table = Table(title=info["dataset_id"], show_header=False)
     table.add_column("field")
-    table.add_column("value")
+    table.add_column("value", overflow="fold")
     refs = (
         f"random {info['ref_min_score']:.6g}, expert {info['ref_max_score']:.6g}"
         if info["ref_min_score"] is not None and info["ref_max_score"] is not None
@@ -82,7 +97,6 @@ def datasets_info(
     )
     keys = f" = {' + '.join(info['observation_keys'])} flattened" if info["observation_keys"] else ""
     rows = [
-        ("folder", "\n".join(info["folders"])),
         ("episodes", f"{info['episodes']:,}"),
         ("steps", f"{info['steps']:,}"),
         ("observations", f"{info['observation_space']} -> {info['observation_dim']}-d{keys}"),
@@ -103,6 +117,8 @@ def datasets_info(
         table.add_row(label, str(value))
     console = _console()
     console.print(table, markup=False, highlight=False)
+    for folder in info["folders"]:  # outside the table, which would cut a long path
+        console.print(f"folder: {folder}", markup=False, highlight=False, soft_wrap=True)
     lines = _histogram_lines(info["histogram"])
     if lines:
         console.print("episode returns:", markup=False, highlight=False)

@@ -5,6 +5,7 @@ Heavy imports (torch, matplotlib) happen inside the commands, so ``metaconstrain
 
 from __future__ import annotations
 
+import json
 import signal
 from enum import Enum
 from pathlib import Path
@@ -229,6 +230,7 @@ def sweep(
     out: Path = typer.Option(Path("runs"), help="Grid folder: run folders, results.md/csv and plots go here."),
     workers: Optional[int] = typer.Option(None, min=1, help="Local worker processes (default: one per core)."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Validate the spec and list the settings and runs; train nothing."),
+    as_json: bool = typer.Option(False, "--json", help="With --dry-run: print the settings and runs as JSON."),
     final_score_rule: ScoreRule = typer.Option(ScoreRule.last, help="last: the final evaluation; mean_last_k: mean of the last k."),
     final_score_k: int = typer.Option(5, min=1, help="k of mean_last_k."),
     bootstrap_samples: int = typer.Option(2000, min=1, help="Stratified bootstrap samples for the aggregate intervals."),
@@ -251,6 +253,11 @@ def sweep(
         cells = expand_sweep(plan, {"out": str(out), "final_score_rule": final_score_rule.value, "final_score_k": final_score_k})
     except ConfigError as error:
         fail(str(error))
+    if as_json:
+        if not dry_run:
+            fail("--json lists the sweep's settings and runs: give it with --dry-run.")
+        typer.echo(json.dumps(_sweep_listing(plan, cells), indent=2))
+        return
     console.print(
         f"sweep {spec_file}: {len(plan.settings)} setting(s) x {len(plan.datasets)} dataset(s) x {len(plan.seeds)} seed(s) "
         f"= {len(cells)} run(s)",
@@ -279,6 +286,20 @@ def sweep(
         cells, runner, out, spec, [s.label for s in plan.settings], plan.datasets, final_score_rule, final_score_k,
         bootstrap_samples, bootstrap_seed,
     )
+
+
+def _sweep_listing(plan, cells: list[dict]) -> dict:
+    """The dry run's listing as data: each setting's values, and each run with its folder."""
+    from metaconstraint.grid import cell_directory
+
+    return {
+        "settings": [{"label": s.label, "algorithm": s.algorithm, "tag": s.tag, "values": {**s.fixed, **s.swept}}
+                     for s in plan.settings],
+        "datasets": plan.datasets,
+        "seeds": plan.seeds,
+        "runs": [{"algorithm": c["algorithm"], "dataset": c["dataset"], "seed": c["seed"], "tag": c.get("tag"),
+                  "folder": None if (folder := cell_directory(c)) is None else str(folder)} for c in cells],
+    }
 
 
 def report(

@@ -39,6 +39,7 @@ from torch import Tensor
 from metaconstraint.algorithms import Algorithm, AlgorithmConfig, ProblemSpec
 from metaconstraint.config import RunConfig, algorithm_class, build_configs, load_config_file, resolved_config, to_toml
 from metaconstraint.engine import member
+from metaconstraint.memory import check_batch_fits
 from metaconstraint.rl import data as data_module
 from metaconstraint.rl.buffer import MemberSampler, OfflineBuffer, StateNormalizer
 from metaconstraint.rl.evaluation import evaluate_returns
@@ -377,6 +378,7 @@ class Trainer:
         self.seeds = [run.seed + i for i in range(run.seeds)]
         self.progress = progress
         self.dataset, self.info, self._eval_env = open_dataset(run.dataset, len(self.seeds) * run.eval_episodes)
+        check_batch_fits(getattr(algorithm_config, "batch_size", None), len(self.seeds), self.info, self.device)
         self.dataset_id = self.info.dataset_id
         self.directories = [
             run_directory(run.out, run.algorithm, self.dataset_id, seed, run.tag) for seed in self.seeds
@@ -914,6 +916,7 @@ def validate_run(run: RunConfig, algorithm_config: AlgorithmConfig) -> dict[str,
     device = resolve_device(run.device)
     check_available(run.loggers)
     _, info, _ = open_dataset(run.dataset, 1)
+    check_batch_fits(getattr(algorithm_config, "batch_size", None), run.seeds, info, device)
     directories = [run_directory(run.out, run.algorithm, info.dataset_id, run.seed + i, run.tag) for i in range(run.seeds)]
     for directory in directories:
         check_writable(directory)

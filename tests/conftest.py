@@ -1,81 +1,74 @@
-"""Shared fixtures: the real datasets' root, and a small local ``D4RL/pen/human-v2``."""
+"""Where the tests' data comes from.
+
+The default suite makes its own: before the first test, small stand-ins of the datasets it trains on
+(``dapg/pen/expert-v0``, ``dapg/door/expert-v0``, ``D4RL/door/human-v2``; tests/simulated.py) are
+simulated in the real environments into a temporary Minari root, and ``MINARI_DATASETS_PATH`` and
+``METACONSTRAINT_HOME`` point at temporary folders for the whole session, so no test reads or writes
+a dataset outside them, whatever the environment says.
+
+Tests about the real datasets are marked ``@pytest.mark.real_data("ID", ...)``: they read the real
+root (``MINARI_DATASETS_PATH`` as given when pytest started, else ``../shared/datasets`` beside the
+checkout) and skip, saying how to get the data, where a dataset is absent.
+``pytest -m real_data`` runs only them.
+"""
 
 from __future__ import annotations
 
-import dataclasses
 import os
 from pathlib import Path
 
 import pytest
 
-SHARED_DATASETS = Path(__file__).resolve().parents[1].parent / "shared" / "datasets"
+from simulated import PEN_HUMAN, STAND_INS, simulate_stand_in
 
-# The default suite reads the real datasets from MINARI_DATASETS_PATH, default ../shared/datasets.
-if not os.environ.get("MINARI_DATASETS_PATH") and SHARED_DATASETS.is_dir():
-    os.environ["MINARI_DATASETS_PATH"] = str(SHARED_DATASETS)
-
-PEN_REF_MIN = 96.262799
-PEN_REF_MAX = 3076.8331017826877
+CHECKOUT = Path(__file__).resolve().parents[1]
+GIVEN_ROOT = os.environ.get("MINARI_DATASETS_PATH")
+REAL_ROOT = Path(GIVEN_ROOT) if GIVEN_ROOT else CHECKOUT.parent / "shared" / "datasets"
 
 
-def build_pen_human(root: Path, episodes: int = 5, horizon: int = 100, seed: int = 0) -> Path:
-    """Write a small ``D4RL/pen/human-v2`` under ``root``: real AdroitHandPen-v1 steps, random actions.
+def how_to_get(dataset_id: str) -> str:
+    if dataset_id.startswith("dapg/"):
+        source = "it is simulated from the DAPG expert policies, see ../shared/datasets/README.md on the project's machines"
+    else:
+        source = f"`minari download {dataset_id}` fetches it where the network allows"
+    return (
+        f"needs the real dataset {dataset_id}, which is not in {REAL_ROOT} "
+        f"({'MINARI_DATASETS_PATH' if GIVEN_ROOT else 'MINARI_DATASETS_PATH is unset; the default is ../shared/datasets'}): "
+        f"point MINARI_DATASETS_PATH at a Minari root that holds it ({source})"
+    )
 
-    Its metadata matches the real set's where it matters: an ``eval_env_spec`` with D4RL's pen
-    horizon (100 steps) and the D4RL pen reference scores.
-    """
-    import gymnasium as gym
-    import gymnasium_robotics
-    import minari
-    import numpy as np
-    from minari.data_collector import EpisodeBuffer
 
-    gym.register_envs(gymnasium_robotics)
-    spec = dataclasses.replace(gym.spec("AdroitHandPen-v1"), max_episode_steps=horizon)
-    env = gym.make(spec)
-    env.action_space.seed(seed)
-    buffers = []
-    for episode in range(episodes):
-        observation, _ = env.reset(seed=seed + episode)
-        steps = {"observations": [observation], "actions": [], "rewards": [], "terminations": [], "truncations": []}
-        done = False
-        while not done:
-            action = env.action_space.sample()
-            observation, reward, terminated, truncated, _ = env.step(action)
-            for key, value in zip(steps, (observation, action, reward, terminated, truncated)):
-                steps[key].append(value)
-            done = terminated or truncated
-        buffers.append(EpisodeBuffer(id=episode, seed=seed + episode, **{k: np.asarray(v) for k, v in steps.items()}))
-    env.close()
-    # DataCollector would need jax (minari's "create" extra); writing the buffers does not.
+@pytest.fixture(scope="session", autouse=True)
+def simulated_root(tmp_path_factory) -> Path:
+    """The session's Minari root, holding the stand-ins of :data:`simulated.STAND_INS`."""
+    root = tmp_path_factory.mktemp("minari")
+    for dataset_id in STAND_INS:
+        simulate_stand_in(root, dataset_id)
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("MINARI_DATASETS_PATH", str(root))
-        minari.create_dataset_from_buffers(
-            dataset_id="D4RL/pen/human-v2",
-            buffer=buffers,
-            env=spec,
-            eval_env=spec,
-            algorithm_name="random actions (metaconstraint test fixture)",
-            author="metaconstraint tests",
-            author_email="tests@metaconstraint.invalid",
-            code_permalink="https://example.invalid/metaconstraint",
-            description=f"{episodes} random-action episodes of {horizon} steps in AdroitHandPen-v1, for tests.",
-            ref_min_score=PEN_REF_MIN,
-            ref_max_score=PEN_REF_MAX,
-        )
-    return root
+        patch.setenv("METACONSTRAINT_HOME", str(tmp_path_factory.mktemp("metaconstraint_home")))
+        yield root
 
 
-@pytest.fixture(scope="session")
-def shared_datasets() -> Path:
-    """The Minari root with the real datasets: ``MINARI_DATASETS_PATH`` (default ``../shared/datasets``)."""
-    return Path(os.environ.get("MINARI_DATASETS_PATH") or SHARED_DATASETS)
+@pytest.fixture(autouse=True)
+def real_data(request, monkeypatch):
+    """For a test marked ``real_data(ids)``: the real root as ``MINARI_DATASETS_PATH``, or a skip."""
+    marker = request.node.get_closest_marker("real_data")
+    if marker is None:
+        yield None
+        return
+    for dataset_id in marker.args:
+        if not (REAL_ROOT.joinpath(*dataset_id.split("/")) / "data" / "metadata.json").is_file():
+            pytest.skip(how_to_get(dataset_id))
+    monkeypatch.setenv("MINARI_DATASETS_PATH", str(REAL_ROOT))
+    yield REAL_ROOT
 
 
 @pytest.fixture(scope="session")
 def pen_human_root(tmp_path_factory) -> Path:
-    """A temporary Minari root holding a small ``D4RL/pen/human-v2`` (5 episodes x 100 steps)."""
-    return build_pen_human(tmp_path_factory.mktemp("pen_human_root"))
+    """A Minari root of its own holding a small ``D4RL/pen/human-v2`` (5 episodes x 100 steps); the
+    real one cannot be obtained on the project's machines."""
+    return simulate_stand_in(tmp_path_factory.mktemp("pen_human_root"), "D4RL/pen/human-v2", PEN_HUMAN)
 
 
 @pytest.fixture

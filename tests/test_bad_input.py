@@ -11,7 +11,6 @@ from __future__ import annotations
 import shutil
 import string
 import subprocess
-from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -68,9 +67,9 @@ def test_invalid_config_value_is_a_validation_message(tmp_path):
     assert_clean_failure(result, "alpha_lr")
 
 
-def test_truncated_hdf5_is_reported_as_a_corrupt_dataset(tmp_path, shared_datasets, monkeypatch):
+def test_truncated_hdf5_is_reported_as_a_corrupt_dataset(tmp_path, simulated_root, monkeypatch):
     root = tmp_path / "root"
-    shutil.copytree(Path(shared_datasets) / "D4RL" / "door", root / "D4RL" / "door")
+    shutil.copytree(simulated_root / "D4RL" / "door", root / "D4RL" / "door")
     data = root / "D4RL" / "door" / "human-v2" / "data" / "main_data.hdf5"
     data.write_bytes(data.read_bytes()[: data.stat().st_size // 3])
     monkeypatch.setenv("MINARI_DATASETS_PATH", str(root))
@@ -94,6 +93,34 @@ def test_resuming_another_algorithms_run_is_refused(tmp_path):
     folder = out / "td3bc" / DOOR.replace("/", "__") / "seed0"
     result = run_cli("run", "aspc", "--resume", str(folder))
     assert_clean_failure(result, "td3bc")
+
+
+@pytest.mark.parametrize("dry_run", [False, True], ids=["run", "dry-run"])
+def test_a_batch_that_cannot_fit_in_memory_is_refused_before_it_is_allocated(tmp_path, dry_run):
+    """Was: the process grew until the kernel killed it (exit 137, no message)."""
+    config = tmp_path / "big.toml"
+    config.write_text("batch_size = 100000000\n")
+    args = ["run", "td3bc", "--dataset", DOOR, "--steps", "10", "--config", str(config), "--out", str(tmp_path / "out")]
+    result = run_cli(*args, *(["--dry-run"] if dry_run else []))
+    text = assert_clean_failure(result, "batch_size = 100,000,000 needs about", "GiB available", "600 transitions")
+    assert "Use a batch_size of at most about" in text
+    assert not (tmp_path / "out").exists()
+
+
+def test_the_batch_memory_estimate_scales_with_batch_seeds_and_dimensions(monkeypatch):
+    from metaconstraint import memory
+
+    one = memory.batch_bytes(256, 1, 45, 24)
+    assert memory.batch_bytes(512, 1, 45, 24) == memory.batch_bytes(256, 2, 45, 24) == 2 * one
+    assert memory.batch_bytes(256, 1, 46, 24) - one == 256 * 2 * 4  # states and next states, float32
+    cpu = __import__("torch").device("cpu")
+    monkeypatch.setattr(memory, "available_memory", lambda device: 10 * one)
+    assert memory.batch_memory_problem(2560, 1, 45, 24, 5000, cpu) is None
+    problem = memory.batch_memory_problem(2561, 1, 45, 24, 5000, cpu)
+    assert "batch_size = 2,561 needs" in problem and "at most about 2,560" in problem and "5,000 transitions" in problem
+    assert "x 3 seeds" in memory.batch_memory_problem(1000, 3, 45, 24, 5000, cpu)
+    monkeypatch.setattr(memory, "available_memory", lambda device: None)  # unknown: not refused
+    assert memory.batch_memory_problem(10**9, 1, 45, 24, 5000, cpu) is None
 
 
 @pytest.fixture

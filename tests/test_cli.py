@@ -1,12 +1,17 @@
 """The command line, end to end: run folders, the offline message, pen-human from a local root."""
 
 import json
+import os
+import subprocess
+import sys
 import time
+import tomllib
 
 import pytest
 from typer.testing import CliRunner
 
 from metaconstraint.cli import app
+from metaconstraint.rl.data import dataset_roots, known_datasets
 
 runner = CliRunner()
 TINY = ["--steps", "60", "--eval-every", "30", "--eval-episodes", "1"]
@@ -17,18 +22,37 @@ def invoke(args, env=None):
 
 
 @pytest.mark.parametrize("algorithm", ["aspc", "td3bc"])
-def test_run_on_real_door_human_writes_scores(tmp_path, algorithm):
+def test_run_on_door_human_writes_scores(tmp_path, algorithm):
     result = invoke(["run", algorithm, "--dataset", "D4RL/door/human-v2", *TINY, "--out", str(tmp_path)])
     assert result.exit_code == 0, result.output
     folder = tmp_path / algorithm / "D4RL__door__human-v2" / "seed0"
     summary = json.loads((folder / "summary.json").read_text())
     assert summary["steps"] == 60 and [s["step"] for s in summary["scores"]] == [30, 60]
+    assert f"seed 0: {folder}" in result.output.splitlines()  # the run folder whole (longer than 80 columns here)
     assert summary["dataset"] == "D4RL/door/human-v2"
     assert ("final_alpha" in summary) == (algorithm == "aspc")
-    config = (folder / "config.toml").read_text()
-    assert 'dataset = "D4RL/door/human-v2"' in config
-    if algorithm == "aspc":
-        assert 'outer_losses = [\n    "l1",\n    "l2",\n    "l3",\n]' in config or "outer_losses" in config
+    config = tomllib.loads((folder / "config.toml").read_text())
+    assert config["dataset"] == "D4RL/door/human-v2" and config["algorithm"] == algorithm
+    assert config.get("outer_losses") == (["l1", "l2", "l3"] if algorithm == "aspc" else None)  # ASPC's default, resolved
+    assert "out" not in config  # the folder is where it is: no machine's absolute path in the run folder
+    for name in ("config.toml", "summary.json", "environment.json", "metrics.jsonl"):
+        assert str(tmp_path) not in (folder / name).read_text(), name
+
+
+def test_a_run_folder_whose_config_records_an_out_still_loads(tmp_path):
+    """config.toml files written before 'out' was left out hold an absolute path (another machine's)."""
+    result = invoke(["run", "bc", "--dataset", "D4RL/door/human-v2", "--steps", "20", "--eval-every", "20",
+                     "--eval-episodes", "1", "--out", str(tmp_path / "runs")])
+    assert result.exit_code == 0, result.output
+    folder = tmp_path / "runs" / "bc" / "D4RL__door__human-v2" / "seed0"
+    config = folder / "config.toml"
+    config.write_text('out = "/elsewhere/on/another/machine"\n' + config.read_text())
+    again = invoke(["evaluate", str(folder), "--json"])
+    assert again.exit_code == 0, again.output
+    summary = json.loads((folder / "summary.json").read_text())
+    assert json.loads(again.output)["mean"] == pytest.approx(summary["final_score"], rel=1e-9, abs=1e-9)
+    resumed = runner.invoke(app, ["resume", str(folder)])
+    assert resumed.exit_code == 0 and "has finished" in resumed.output, resumed.output
 
 
 def test_pen_human_offline_gives_a_clear_message_and_fails(tmp_path, monkeypatch):
@@ -42,6 +66,7 @@ def test_pen_human_offline_gives_a_clear_message_and_fails(tmp_path, monkeypatch
     assert result.exception is None or isinstance(result.exception, SystemExit)
     message = " ".join(result.output.split())
     assert "D4RL/pen/human-v2" in message and "MINARI_DATASETS_PATH" in message
+    assert f"MINARI_DATASETS_PATH={empty};" in result.output  # the message's paths whole, not wrapped at 80 columns
     assert "Traceback" not in result.output
     assert not (tmp_path / "runs").exists()
 
@@ -81,7 +106,25 @@ def test_bad_input_gets_a_clear_message(tmp_path, args, expected):
     assert "Traceback" not in result.output
 
 
-def test_datasets_list_shows_short_names_and_local_sets():
-    result = invoke(["datasets", "list"])
-    assert result.exit_code == 0
-    assert "pen-human" in result.output and "D4RL/door/human-v2" in result.output
+def test_datasets_list_prints_every_name_and_id_whole_in_80_columns_and_through_a_pipe():
+    """rich's tables fit 80 columns by cutting cells (``D4RL/antmaze/umaze-div…``); the listing must not."""
+    rows = known_datasets()
+    assert max(len(short) + len(dataset_id) for short, dataset_id, _ in rows) > 70  # a table would have to cut
+    in_runner = invoke(["datasets", "list"])  # not a terminal: rich's 80 columns
+    piped = subprocess.run([sys.executable, "-m", "metaconstraint.cli", "datasets", "list"], capture_output=True,
+                           text=True, timeout=300, env={**os.environ, "COLUMNS": "80"})
+    assert in_runner.exit_code == 0 and piped.returncode == 0, piped.stderr
+    for output in (in_runner.output, piped.stdout):
+        listed = {(words[0], words[-1]): words[1] == "yes" for words in map(str.split, output.splitlines()) if words}
+        for short, dataset_id, local in rows:  # each id whole, on the line of its short name
+            assert listed.get((short or "-", dataset_id)) == local, (short, dataset_id)
+        assert "…" not in output
+
+
+def test_datasets_list_json_is_the_list():
+    result = invoke(["datasets", "list", "--json"])
+    assert result.exit_code == 0, result.output
+    listed = json.loads(result.output)
+    assert [(d["short_name"] or "", d["dataset_id"], d["local"]) for d in listed["datasets"]] == known_datasets()
+    assert [d["dataset_id"] for d in listed["datasets"] if d["builtin"]] == [i for _, i, _ in known_datasets() if i.startswith("builtin/")]
+    assert listed["searched"] == [str(p) for p in dataset_roots()]

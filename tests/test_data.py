@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import shutil
 import time
-import os
 from pathlib import Path
 
 import numpy as np
@@ -27,16 +26,7 @@ from metaconstraint.rl.data import (
     resolve_dataset_id,
 )
 
-SHARED = Path(os.environ.get("MINARI_DATASETS_PATH") or Path(__file__).resolve().parents[1].parent / "shared" / "datasets")
-PEN_REFS = (96.262799, 3076.8331017826877)
-
-
-@pytest.fixture
-def shared_root(monkeypatch, tmp_path):
-    monkeypatch.setenv("MINARI_DATASETS_PATH", str(SHARED))
-    monkeypatch.setenv("METACONSTRAINT_HOME", str(tmp_path / "home"))
-    monkeypatch.setenv("METACONSTRAINT_OFFLINE", "1")
-    return SHARED
+from simulated import PEN_REFS
 
 
 @pytest.fixture
@@ -131,11 +121,12 @@ def test_the_second_root_is_searched_after_the_first(monkeypatch, tmp_path, pen_
     assert not (tmp_path / "empty").exists()  # looking never creates a root
 
 
-def test_known_datasets_lists_short_names_and_local_sets(shared_root):
-    rows = known_datasets()
+def test_known_datasets_lists_short_names_and_local_sets(simulated_root):
+    rows = known_datasets()  # the session's root holds door-human and two dapg sets, not pen-human
     assert ("pen-human", "D4RL/pen/human-v2", False) in rows
     assert ("door-human", "D4RL/door/human-v2", True) in rows
-    assert ("", "dapg/pen/medium-v0", True) in rows
+    assert ("", "dapg/pen/expert-v0", True) in rows
+    assert "dapg/pen/medium-v0" not in [r[1] for r in rows]  # a set without a short name is listed only when local
     assert [r[1] for r in rows].count("D4RL/door/human-v2") == 1
 
 
@@ -163,7 +154,8 @@ def check_transitions(t, steps, episodes, obs_dim, act_dim):
     assert t.terminals[inside].sum() == 0 and t.timeouts[inside].sum() == 0
 
 
-def test_real_door_human(shared_root):
+@pytest.mark.real_data("D4RL/door/human-v2")
+def test_real_door_human():
     dataset = load_dataset("door-human")
     t = load_transitions(dataset)
     check_transitions(t, 6729, 25, 39, 28)
@@ -177,7 +169,8 @@ def test_real_door_human(shared_root):
     np.testing.assert_allclose(t.episode_returns, [e.rewards.sum() for e in episodes], rtol=1e-12)
 
 
-def test_real_pen_medium(shared_root):
+@pytest.mark.real_data("dapg/pen/medium-v0")
+def test_real_pen_medium():
     dataset = load_dataset("dapg/pen/medium-v0")
     t = load_transitions(dataset)
     check_transitions(t, 20000, 200, 45, 24)
@@ -192,8 +185,8 @@ def test_real_pen_medium(shared_root):
         np.testing.assert_array_equal(getattr(fallback, name), getattr(t, name), err_msg=name)
 
 
-def test_normalized_score_uses_the_d4rl_references(shared_root):
-    info = dataset_info(load_dataset("dapg/pen/medium-v0"))
+def test_normalized_score_uses_the_d4rl_references():
+    info = dataset_info(load_dataset("dapg/pen/expert-v0"))  # the stand-in carries pen's D4RL references
     np.testing.assert_allclose(normalized_score(info, [PEN_REFS[0], PEN_REFS[1]]), [0.0, 100.0], atol=1e-9)
     assert normalized_score(info, np.full((2, 3), PEN_REFS[1])).shape == (2, 3)
     from dataclasses import replace

@@ -16,25 +16,13 @@ from typer.testing import CliRunner
 
 from metaconstraint.cli import app
 from metaconstraint.rl import data
-from metaconstraint.rl.collect import collect_episodes, make_env_spec, random_policy, write_dataset
 from metaconstraint.rl.observations import flatten_observations
+from simulated import simulate_dataset
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::UserWarning")
 
 runner = CliRunner()
 TINY = ["--steps", "40", "--eval-every", "40", "--eval-episodes", "2"]
-
-
-def build(root, dataset_id, env_id, horizon, episodes, refs, policy=None, seed=0):
-    """Write ``dataset_id`` under ``root``: ``episodes`` episodes of ``env_id`` (horizon ``horizon``)."""
-    spec = make_env_spec(env_id, horizon)
-    if policy is None:
-        import gymnasium as gym
-
-        policy = random_policy(gym.make(spec).action_space, seed)
-    buffers = collect_episodes(spec, policy, episodes=episodes, seed=seed)
-    write_dataset(dataset_id, buffers, root, spec, refs[0], refs[1], "test policy", "metaconstraint test dataset")
-    return buffers
 
 
 def train(tmp_path, algorithm, dataset, env):
@@ -70,7 +58,7 @@ def check_eval_layout(dataset_id, buffers, seed=0):
 
 
 def test_antmaze_flattens_dict_observations_and_shifts_rewards(tmp_path, root):
-    buffers = build(root, "D4RL/antmaze/umaze-v1", "AntMaze_UMaze-v4", 30, 3, (0.0, 1.0))
+    buffers = simulate_dataset(root, "D4RL/antmaze/umaze-v1", "AntMaze_UMaze-v4", 30, 3, (0.0, 1.0))
     info = data.dataset_info(data.load_dataset("antmaze-umaze"))
     # AntMaze: 27-d robot state + 2-d position (achieved goal) + 2-d goal
     assert info.observation_dim == 31 and info.observation_keys == ("observation", "achieved_goal", "desired_goal")
@@ -94,7 +82,7 @@ def test_antmaze_flattens_dict_observations_and_shifts_rewards(tmp_path, root):
 
 
 def test_pointmaze_flattens_dict_observations_without_reward_shift(tmp_path, root):
-    buffers = build(root, "D4RL/pointmaze/umaze-v2", "PointMaze_UMaze-v3", 40, 4, (0.0, 100.0))
+    buffers = simulate_dataset(root, "D4RL/pointmaze/umaze-v2", "PointMaze_UMaze-v3", 40, 4, (0.0, 100.0))
     info = data.dataset_info(data.load_dataset("maze2d-umaze"))
     assert info.observation_dim == 8 and info.reward_offset == 0.0 and info.eval_horizon == 40
     raw = data.load_transitions("maze2d-umaze")
@@ -105,8 +93,8 @@ def test_pointmaze_flattens_dict_observations_without_reward_shift(tmp_path, roo
 
 def test_mujoco_locomotion_and_a_combined_dataset(tmp_path, root):
     refs = (-20.0, 300.0)
-    medium = build(root, "mujoco/hopper/medium-v0", "Hopper-v5", 40, 4, refs, seed=0)
-    expert = build(root, "mujoco/hopper/expert-v0", "Hopper-v5", 40, 3, refs, seed=100)
+    medium = simulate_dataset(root, "mujoco/hopper/medium-v0", "Hopper-v5", 40, 4, refs, seed=0)
+    expert = simulate_dataset(root, "mujoco/hopper/expert-v0", "Hopper-v5", 40, 3, refs, seed=100)
     assert data.resolve_dataset_id("hopper-medium") == "mujoco/hopper/medium-v0"
     assert data.resolve_dataset_id("hopper-medium-expert") == "mujoco/hopper/medium-v0+mujoco/hopper/expert-v0"
     with pytest.raises(data.UnknownDatasetError, match="no D4RL locomotion"):
@@ -128,8 +116,8 @@ def test_mujoco_locomotion_and_a_combined_dataset(tmp_path, root):
 
 
 def test_datasets_of_different_environments_cannot_be_combined(root):
-    build(root, "mujoco/hopper/medium-v0", "Hopper-v5", 10, 1, (0.0, 1.0))
-    build(root, "test/pendulum/a-v0", "Pendulum-v1", 10, 1, (0.0, 1.0))
+    simulate_dataset(root, "mujoco/hopper/medium-v0", "Hopper-v5", 10, 1, (0.0, 1.0))
+    simulate_dataset(root, "test/pendulum/a-v0", "Pendulum-v1", 10, 1, (0.0, 1.0))
     with pytest.raises(data.DatasetError, match="cannot be combined"):
         data.dataset_info(data.load_dataset("hopper-medium+test/pendulum/a-v0"))
     result = runner.invoke(app, ["run", "aspc", "--dataset", "hopper-medium+test/pendulum/a-v0", "--steps", "2"])

@@ -94,3 +94,45 @@ def test_cli_rejects_bad_user_code_paths_with_a_message(tmp_path, args, message)
                                 env={"METACONSTRAINT_OFFLINE": "1"})
     assert result.exit_code == 2 and message in " ".join(result.output.split())
     assert "Traceback" not in result.output
+
+
+BAD_LOSSES = '''
+import torch
+
+
+def text(ctx):
+    return "a string"
+
+
+def constant(ctx):
+    return torch.tensor(1.0)
+
+
+def detached(ctx):
+    return ctx.q_updated.mean().detach()
+
+
+def per_sample(ctx):
+    return (ctx.updated_policy_actions - ctx.policy_actions).pow(2).sum(-1)
+'''
+
+
+@pytest.mark.parametrize("losses,message", [
+    (["bad_outer_losses:text"], "outer loss 'bad_outer_losses:text' returned str 'a string'; an outer loss returns a scalar tensor"),
+    (["bad_outer_losses:constant"], "outer loss 'bad_outer_losses:constant' returned a tensor that does not depend on the parameters after the inner step"),
+    (["l1", "bad_outer_losses:detached"], "outer loss 'bad_outer_losses:detached' returned a tensor that does not depend on the parameters"),
+    (["bad_outer_losses:per_sample"], "outer loss 'bad_outer_losses:per_sample' returned a tensor of shape (256,) for one member; it must be a scalar"),
+], ids=["string", "constant", "detached-beside-l1", "not-reduced"])
+def test_an_outer_loss_returning_the_wrong_thing_is_named_at_its_first_call(tmp_path, monkeypatch, losses, message):
+    """User code fails with what it returned and what was expected: exit 2, no traceback (the first
+    meta-iteration, 20, is where an outer loss is first called)."""
+    (tmp_path / "bad_outer_losses.py").write_text(BAD_LOSSES)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(__import__("sys").modules, "bad_outer_losses", raising=False)
+    args = ["run", "aspc", "--dataset", "dapg/pen/expert-v0", "--steps", "20", "--eval-every", "20", "--eval-episodes", "1",
+            *[arg for loss in losses for arg in ("--outer-loss", loss)], "--out", str(tmp_path / "runs")]
+    result = CliRunner().invoke(app, args, env={"METACONSTRAINT_OFFLINE": "1"})
+    assert result.exit_code == 2, result.output
+    assert message in " ".join(result.output.split())
+    assert "Traceback" not in result.output and isinstance(result.exception, SystemExit)

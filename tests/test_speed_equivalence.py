@@ -4,17 +4,12 @@ separate critic modules, per-module ``torch.optim.Adam``, targets updated parame
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import pytest
 import torch
 
+from benchmarks.eager_reference import EagerTD3BC
 from metaconstraint.algorithms import ALGORITHMS
 from metaconstraint.algorithms.base import ProblemSpec
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-from eager_reference import EagerTD3BC  # noqa: E402
 
 OBS, ACT, B = 7, 3, 32
 TOTAL_STEPS = 1000

@@ -1,7 +1,6 @@
 """Speed options of a run: ``--threads`` sets torch's thread count, is recorded, and is validated;
 ``--compile`` trains the same networks as the eager update."""
 
-import json
 import tomllib
 
 import pytest
@@ -22,14 +21,17 @@ def restore_threads():
     torch.set_num_threads(before)
 
 
-def test_threads_flag_sets_torch_threads_and_is_recorded(tmp_path, restore_threads):
+def test_threads_option_sets_torch_threads_and_is_recorded(tmp_path, restore_threads):
+    """No training needed: the trainer sets the thread count when it is built, and the run's records
+    (resolved config, environment record) are what config.toml and environment.json hold."""
+    from metaconstraint.config import build_configs
+    from metaconstraint.runs import environment_record
+    from metaconstraint.training import Trainer
+
     torch.set_num_threads(2)
-    result = runner.invoke(app, ["run", "td3bc", "--dataset", "D4RL/door/human-v2", *TINY, "--threads", "1", "--out", str(tmp_path)])
-    assert result.exit_code == 0, result.output
-    run_dir = tmp_path / "td3bc" / "D4RL__door__human-v2" / "seed0"
-    assert tomllib.loads((run_dir / "config.toml").read_text())["threads"] == 1
-    assert json.loads((run_dir / "environment.json").read_text())["torch_threads"] == 1
+    trainer = Trainer(*build_configs({"algorithm": "td3bc", "dataset": "dapg/pen/expert-v0", "threads": 1, "eval_episodes": 1, "out": tmp_path}))
     assert torch.get_num_threads() == 1
+    assert trainer.resolved["threads"] == 1 and environment_record()["torch_threads"] == 1
 
 
 def test_threads_must_be_positive(tmp_path):

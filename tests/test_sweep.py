@@ -81,6 +81,14 @@ def test_dry_run_lists_every_setting_of_a_yaml_spec_and_writes_nothing(tmp_path)
     assert "aspc (alpha_lr=0.0001+alpha_interval=10)" in text and "aspc (alpha_lr=0.0003+alpha_interval=20)" in text
     assert "bc: its defaults" in text and "alpha_lr_decay_steps = 1000000" in text and "nothing was trained" in text
     assert not out.exists()
+    listed = json.loads(sweep(spec, out, "--dry-run", "--json").output)
+    assert [s["label"] for s in listed["settings"]][-1] == "bc" and listed["settings"][0]["values"] == {
+        "alpha_lr_decay_steps": 1000000, "alpha_lr": 0.0001, "alpha_interval": 10}
+    assert (listed["datasets"], listed["seeds"], len(listed["runs"])) == ([PEN, "dapg/door/expert-v0"], [0, 4], 20)
+    assert listed["runs"][0] == {"algorithm": "aspc", "dataset": PEN, "seed": 0, "tag": "alpha_lr=0.0001+alpha_interval=10",
+                                 "folder": str(out / "aspc" / "dapg__pen__expert-v0" / "seed0-alpha_lr=0.0001+alpha_interval=10")}
+    assert not out.exists()
+    assert sweep(spec, out, "--json").exit_code == 2  # a listing: only with --dry-run
     cells = expand_sweep(parse_sweep({"datasets": [PEN], "seeds": [0, 4], "algorithms": {"bc": {}}}), {"out": "x"})
     assert [(c["seed"], c.get("tag")) for c in cells] == [(0, None), (4, None)]
 

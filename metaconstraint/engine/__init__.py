@@ -6,6 +6,7 @@ from metaconstraint.engine.bilevel import (
     InnerObjective,
     OuterContext,
     OuterLoss,
+    OuterLossError,
     bilevel_step,
     inner_step,
 )
@@ -21,6 +22,7 @@ __all__ = [
     "Optimizer",
     "OuterContext",
     "OuterLoss",
+    "OuterLossError",
     "adam",
     "bilevel_step",
     "detach_tree",

@@ -62,6 +62,43 @@ class _StateView:
         return getattr(self._context, name)
 
 
+class OuterLossError(ValueError):
+    """An outer loss that cannot be used: a specification that does not resolve, or a loss that
+    returns what the bilevel step cannot differentiate (the message names the loss)."""
+
+
+def _outer_value(loss: "OuterLoss", out: Any) -> Tensor:
+    """The loss value of ``out`` (``value`` or ``(value, new_state)``), checked: a scalar tensor per
+    member. Metadata checks only (type, dim), so they cost nothing on the hot path."""
+    value = out[0] if isinstance(out, tuple) and len(out) == 2 else out
+    if not isinstance(value, Tensor):
+        shown = repr(value) if len(repr(value)) <= 60 else repr(value)[:57] + "..."
+        raise OuterLossError(
+            f"outer loss '{loss.name}' returned {type(value).__name__} {shown}; an outer loss returns a scalar "
+            f"tensor computed from its context (the parameters after the inner step, ctx.updated_params, or values "
+            f"derived from them), or (scalar tensor, new state) when it keeps state."
+        )
+    if value.dim() != 0:
+        raise OuterLossError(
+            f"outer loss '{loss.name}' returned a tensor of shape {tuple(value.shape)} for one member; it must be a "
+            f"scalar (0-dim) tensor: reduce it, e.g. with .mean()."
+        )
+    return value
+
+
+def _check_depends_on_the_step(terms: dict[str, Tensor]) -> None:
+    """Every outer term must reach the meta-parameters through the inner step, i.e. depend on the
+    updated parameters; a constant would give no meta-gradient (or, alone, no graph at all)."""
+    for name, value in terms.items():
+        if not value.requires_grad:
+            raise OuterLossError(
+                f"outer loss '{name}' returned a tensor that does not depend on the parameters after the inner "
+                f"step (ctx.updated_params, or values computed from them): its meta-gradient would be zero. "
+                f"Compute it from the updated parameters (a constant, or values taken with .detach() or .item(), "
+                f"cannot steer the meta-parameters)."
+            )
+
+
 @dataclass(frozen=True)
 class OuterLoss:
     """A named, weighted outer loss ``fn(ctx) -> scalar`` or ``-> (scalar, new_state)``.
@@ -115,12 +152,11 @@ def _outer_objective(problem: BilevelProblem):
         for loss in problem.outer_losses:
             loss_state = state.get(loss.name)
             out = loss.fn(_StateView(context, loss_state) if loss_state is not None else context)
+            value = _outer_value(loss, out)
             if isinstance(out, tuple):
-                value, new_state[loss.name] = out
-            else:
-                value = out
-                if loss_state is not None:
-                    new_state[loss.name] = loss_state
+                new_state[loss.name] = out[1]
+            elif loss_state is not None:
+                new_state[loss.name] = loss_state
             terms[loss.name] = value
             total = total + loss.weight * value
         return total, terms, new_state
@@ -179,6 +215,7 @@ def bilevel_step(
         total, terms, new_outer_state = per_member(_outer_objective(problem), problem.num_members)(
             detach_tree(params), updated, constants, batch, frozen, outer_state
         )
+        _check_depends_on_the_step(terms)
         meta_grads = torch.autograd.grad(total.sum(), list(meta_raw.values()), allow_unused=True)
     meta_grads = {
         name: torch.zeros_like(meta_raw[name]) if g is None else g for name, g in zip(meta_raw, meta_grads)

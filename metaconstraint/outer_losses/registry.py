@@ -6,14 +6,10 @@ from __future__ import annotations
 import difflib
 from typing import Callable
 
-from metaconstraint.engine import OuterLoss
+from metaconstraint.engine import OuterLoss, OuterLossError  # noqa: F401  (OuterLossError: re-exported)
 from metaconstraint.plugins import PluginError, import_object
 
 _REGISTRY: dict[str, OuterLoss] = {}
-
-
-class OuterLossError(ValueError):
-    """An outer-loss specification that cannot be resolved (message says why)."""
 
 
 def outer_loss(name: str, init_state: dict[str, float] | None = None) -> Callable:
