@@ -68,10 +68,27 @@ RULE_TEXT = {
 }
 
 
+def run_preset(directory: Path) -> str | None:
+    """The ``preset`` a run's ``config.toml`` records (:mod:`metaconstraint.algorithms.presets`), or
+    ``None``: for algorithms without presets and for runs written before presets existed."""
+    import tomllib
+
+    try:
+        config = tomllib.loads((Path(directory) / "config.toml").read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
+        return None
+    preset = config.get("preset")
+    return preset if isinstance(preset, str) else None
+
+
 def _label(summary: dict[str, Any], directory: Path) -> str:
+    """``algorithm``, ``algorithm (preset)``, ``algorithm (tag)`` or ``algorithm (preset, tag)``: runs
+    under different named settings (e.g. rebrac's corl-adroit and the older runs without a preset)
+    are different columns."""
     prefix = f"seed{summary.get('seed')}-"
     tag = directory.name[len(prefix) :] if directory.name.startswith(prefix) else None
-    return f"{summary['algorithm']} ({tag})" if tag else summary["algorithm"]
+    parts = [part for part in (run_preset(directory), tag) if part]
+    return f"{summary['algorithm']} ({', '.join(parts)})" if parts else summary["algorithm"]
 
 
 def load_run(directory: Path, rule: str | None = None, k: int = 5) -> RunResult:
