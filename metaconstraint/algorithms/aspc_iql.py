@@ -9,8 +9,10 @@ actor step is a virtual step :math:`\tilde\theta(\beta)` with the actor's own Ad
 
 then committed. The default outer criterion is ``gain-rel``
 (:mod:`metaconstraint.outer_losses.direction`): the step's relative gain in :math:`Q_1` minus its
-relative loss of fit to the dataset actions, per unit of the step's length. It has no units and
-reads neither the reward scale nor :math:`\beta`, so only the step's direction is judged.
+loss of fit to the dataset actions relative to their spread, per unit of the step's length. It has
+no units and reads neither the reward scale nor :math:`\beta`, so only the step's direction is
+judged. How far that makes the learned beta sound is measured, on one dataset and one seed, in
+docs/results/aspc-iql-beta.md: read it before relying on aspc-iql.
 
 ASPC's own losses (``outer_losses = ["l1", "l2", "l3"]``, the default before) remain available, but
 with them beta only rises: L1 is the AWR objective at :math:`\tilde\theta` with :math:`\beta` held
