@@ -288,8 +288,11 @@ def paired_t_power(difference: float, sd: float, n: int, alpha: float = DEFAULT_
     ``n - 1`` degrees of freedom, noncentrality ``difference * sqrt(n) / sd``."""
     df = n - 1
     critical = scipy_stats.t.ppf(1 - alpha / 2, df)
-    noncentrality = difference * math.sqrt(n) / sd
-    return float(scipy_stats.nct.sf(critical, df, noncentrality) + scipy_stats.nct.cdf(-critical, df, noncentrality))
+    noncentrality = abs(difference) * math.sqrt(n) / sd
+    upper = float(scipy_stats.nct.sf(critical, df, noncentrality))
+    lower = float(scipy_stats.nct.cdf(-critical, df, noncentrality))
+    # scipy returns NaN for the far tails of a large noncentrality, where the probabilities are 1 and 0
+    return (1.0 if math.isnan(upper) else upper) + (0.0 if math.isnan(lower) else lower)
 
 
 def detectable_difference(sd: float, n: int, alpha: float = DEFAULT_ALPHA, power: float = DEFAULT_POWER) -> float | None:
@@ -300,10 +303,12 @@ def detectable_difference(sd: float, n: int, alpha: float = DEFAULT_ALPHA, power
         return None
     if sd == 0:
         return 0.0
-    high = sd
-    while paired_t_power(high, sd, n, alpha) < power:
+    # solved for the standardised difference d / sd, so tiny or huge SDs stay in the solver's range
+    high = 1.0
+    while paired_t_power(high, 1.0, n, alpha) < power:
         high *= 2
-    return float(optimize.brentq(lambda d: paired_t_power(d, sd, n, alpha) - power, 0.0, high, xtol=1e-9 * sd))
+    standardised = optimize.brentq(lambda d: paired_t_power(d, 1.0, n, alpha) - power, 0.0, high, xtol=1e-12)
+    return float(standardised * sd)
 
 
 def paired_p_value(differences: np.ndarray, test: str = "t") -> float | None:

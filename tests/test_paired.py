@@ -33,6 +33,9 @@ def test_detectable_difference_has_the_stated_power_and_shrinks_with_more_pairs(
     assert d50 == pytest.approx((1.959964 + 0.841621) * sd / math.sqrt(50), rel=0.03)
     assert d50 < 11 < d9  # the figures: ~50 pairs for 10 points at SD 26, 9 pairs far from it
     assert stats.detectable_difference(sd, 1) is None
+    # scale-free: near-identical runs (a tiny SD) and n = 2 stay finite (scipy's far tails are NaN)
+    assert stats.detectable_difference(1e-6, 12) == pytest.approx(stats.detectable_difference(1.0, 12) * 1e-6)
+    assert math.isfinite(stats.detectable_difference(3.0, 2)) and stats.paired_t_power(1e6, 1.0, 12) == 1.0
 
 
 def test_power_at_zero_difference_is_the_test_level():
