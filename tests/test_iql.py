@@ -251,7 +251,8 @@ def test_aspc_iql_resumes_bit_for_bit_with_dropout_and_meta_state(tmp_path):
     from metaconstraint.runs import checkpoint_paths, load_checkpoint
 
     values = {"algorithm": "aspc-iql", "dataset": PEN, "steps": 24, "eval_every": 24, "eval_episodes": 1, "log_every": 6,
-              "checkpoint_every": 12, "actor_dropout": 0.1, "beta_interval": 4}
+              "checkpoint_every": 12, "actor_dropout": 0.1, "beta_interval": 4,
+              "actor_lr_schedule": "cosine"}
     finals = []
     for name in ("straight", "resumed"):
         trainer = Trainer(*build_configs({**values, "out": tmp_path / name}))
