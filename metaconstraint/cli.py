@@ -217,7 +217,7 @@ def run(
     out: Optional[Path] = typer.Option(None, help="Output root (default runs/)."),
     config: Optional[Path] = typer.Option(None, "--config", "-c", help="TOML or YAML config; flags override it."),
     outer_loss: Optional[list[str]] = typer.Option(
-        None, "--outer-loss", help="Outer loss (repeatable): l1, l2, l2-ema, l2-rel, l3, l3-rel or module:function, optionally =WEIGHT."
+        None, "--outer-loss", help="Outer loss (repeatable): l1, l2, l2-ema, l2-rel, l3, l3-rel, gain-rel or module:function, optionally =WEIGHT."
     ),
     objective: Optional[str] = typer.Option(
         None, "--objective", help="Inner objective of aspc/aspc-iql: td3bc, awr or module:factory (docs/extending.md)."

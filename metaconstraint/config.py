@@ -178,7 +178,7 @@ def build_configs(values: dict[str, Any], source: str = "flags") -> tuple[RunCon
         raise ConfigError(f"unknown configuration key(s) for {cls.name} ({source}): {', '.join(hints)}.")
     try:
         run = RunConfig(**{k: v for k, v in values.items() if k in RUN_KEYS})
-        algorithm = cls.Config(**{k: v for k, v in values.items() if k in algorithm_keys})
+        algorithm = cls.Config(**{k: v for k, v in values.items() if k in algorithm_keys}).for_dataset(run.dataset)
     except ValidationError as error:
         raise ConfigError(format_validation_error(error, source)) from None
     except ValueError as error:

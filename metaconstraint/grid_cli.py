@@ -18,6 +18,11 @@ from metaconstraint.trackers import Tracker, WandbMode, tracker_values
 EXIT_FAILED_RUNS = 1
 
 
+class PairedTest(str, Enum):
+    t = "t"
+    wilcoxon = "wilcoxon"
+
+
 class ScoreRule(str, Enum):
     last = "last"
     mean_last_k = "mean_last_k"
@@ -309,7 +314,14 @@ def report(
     ),
     final_score_k: int = typer.Option(5, min=1, help="k of mean_last_k."),
     out: Optional[Path] = typer.Option(None, help="Where to write results.md/csv and plots (default: FOLDER)."),
-    reference: str = typer.Option("aspc", help="The algorithm whose probability of improvement is reported."),
+    reference: Optional[str] = typer.Option(
+        None, help="The algorithm every other is compared with (paired differences, P(reference > X)); "
+        "default: the table's first column (aspc where present).",
+    ),
+    effect: float = typer.Option(
+        10.0, min=0.0, help="Paired difference (normalised points) a comparison should detect; below it: underpowered."
+    ),
+    paired_test: PairedTest = typer.Option(PairedTest.t, help="Paired test: t (paired t-test) or wilcoxon (signed-rank)."),
     bootstrap_samples: int = typer.Option(2000, min=1, help="Stratified bootstrap samples for the aggregate intervals."),
     bootstrap_seed: int = typer.Option(0, min=0, help="Seed of the bootstrap resampler."),
 ) -> None:
@@ -327,7 +339,10 @@ def report(
         fail(f"{folder}: no runs found (no summary.json below it).")
     grid = read_json(folder / GRID_FILE) if (folder / GRID_FILE).exists() else {}
     datasets = _dataset_ids(grid["datasets"]) if grid.get("datasets") else None
+    algorithms = grid.get("algorithms")
+    if reference is not None and reference not in {r.algorithm for r in runs}:
+        fail(f"--reference {reference}: no runs of it below {folder}; algorithms: {', '.join(sorted({r.algorithm for r in runs}))}.")
     build_report(
-        runs, out or folder, grid.get("algorithms"), datasets, bootstrap_samples, bootstrap_seed, reference,
-        command=grid.get("command"), console=console,
+        runs, out or folder, algorithms, datasets, bootstrap_samples, bootstrap_seed, reference,
+        command=grid.get("command"), console=console, effect=effect, paired_test=paired_test.value,
     )

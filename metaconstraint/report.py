@@ -31,6 +31,7 @@ from metaconstraint.grid import short_error
 RESULTS_MD = "results.md"
 RESULTS_CSV = "results.csv"
 RUNS_CSV = "runs.csv"
+PAIRED_CSV = "paired.csv"
 PLOTS = {
     "curves": "learning_curves.png",
     "alpha": "alpha.png",
@@ -67,10 +68,27 @@ RULE_TEXT = {
 }
 
 
+def run_preset(directory: Path) -> str | None:
+    """The ``preset`` a run's ``config.toml`` records (:mod:`metaconstraint.algorithms.presets`), or
+    ``None``: for algorithms without presets and for runs written before presets existed."""
+    import tomllib
+
+    try:
+        config = tomllib.loads((Path(directory) / "config.toml").read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
+        return None
+    preset = config.get("preset")
+    return preset if isinstance(preset, str) else None
+
+
 def _label(summary: dict[str, Any], directory: Path) -> str:
+    """``algorithm``, ``algorithm (preset)``, ``algorithm (tag)`` or ``algorithm (preset, tag)``: runs
+    under different named settings (e.g. rebrac's corl-adroit and the older runs without a preset)
+    are different columns."""
     prefix = f"seed{summary.get('seed')}-"
     tag = directory.name[len(prefix) :] if directory.name.startswith(prefix) else None
-    return f"{summary['algorithm']} ({tag})" if tag else summary["algorithm"]
+    parts = [part for part in (run_preset(directory), tag) if part]
+    return f"{summary['algorithm']} ({', '.join(parts)})" if parts else summary["algorithm"]
 
 
 def load_run(directory: Path, rule: str | None = None, k: int = 5) -> RunResult:
@@ -191,6 +209,10 @@ class ScoreTable:
             return mean, std
         cell = self.cells[(row, algorithm)]
         return cell.mean, cell.std
+
+    def seed_scores(self) -> dict[str, dict[str, dict[int, float]]]:
+        """``algorithm -> dataset -> seed -> final score``: the runs that pair across algorithms."""
+        return {a: {d: dict(zip(self.cells[(d, a)].seeds, self.cells[(d, a)].scores)) for d in self.datasets} for a in self.algorithms}
 
     def scores(self) -> dict[str, dict[str, list[float]]]:
         """``algorithm -> dataset -> final scores``, for :func:`metaconstraint.stats.aggregate`."""
@@ -400,6 +422,106 @@ def markdown_aggregates(result: stats.Aggregates) -> str:
     return "\n".join(lines)
 
 
+# ----------------------------------------------------------------------------- paired differences
+@dataclass(frozen=True)
+class PairedSection:
+    """The paired comparisons of one report and the conventions they were made under."""
+
+    comparisons: list[stats.PairedComparison]
+    test: str
+    effect: float
+    alpha: float = stats.DEFAULT_ALPHA
+    power: float = stats.DEFAULT_POWER
+
+
+TEST_TEXT = {
+    "t": "paired t-test (`scipy.stats.ttest_1samp` on the differences)",
+    "wilcoxon": "Wilcoxon signed-rank test (`scipy.stats.wilcoxon`, zero differences dropped)",
+}
+
+
+def paired_verdict(comparison: stats.PairedComparison, section: PairedSection) -> str:
+    """One plain sentence: resolved, or not and whether the design could have resolved ``section.effect``."""
+    if comparison.pairs < 2 or comparison.p_holm is None:
+        return f"untestable: {comparison.pairs} pair(s)"
+    if comparison.p_holm < section.alpha:
+        return f"resolved at Holm-adjusted {section.alpha:g}"
+    if comparison.underpowered(section.effect):
+        return (
+            f"underpowered: {comparison.pairs} pairs detect {comparison.detectable:.1f} points with "
+            f"{100 * section.power:.0f}% power, not {section.effect:g}"
+        )
+    return f"not resolved (a {section.effect:g}-point difference would be detected with {100 * section.power:.0f}% power)"
+
+
+def _p_text(value: float | None) -> str:
+    if value is None:
+        return "—"
+    return f"{value:.2g}" if value < 0.001 else f"{value:.3f}"
+
+
+def _paired_row(c: stats.PairedComparison, section: PairedSection) -> list[str]:
+    return [
+        f"{c.reference} − {c.other}",
+        f"{c.pairs} ({c.datasets} dataset{'s' if c.datasets != 1 else ''})",
+        "—" if not c.pairs else f"{c.mean_difference:+.1f}",
+        "—" if c.sd_difference is None else f"{c.sd_difference:.1f}",
+        _p_text(c.p),
+        _p_text(c.p_holm),
+        "—" if c.detectable is None else f"{c.detectable:.1f}",
+        paired_verdict(c, section),
+    ]
+
+
+PAIRED_COLUMNS = ["comparison", "pairs", "mean difference", "SD", "p", "Holm p", "detectable (80%)", "verdict"]
+
+
+def markdown_paired(section: PairedSection) -> str:
+    reference = section.comparisons[0].reference
+    lines = [
+        "## Paired differences",
+        "",
+        f"Differences {reference} − X of final scores over runs paired by dataset and seed (each pair played "
+        f"the same evaluation episodes). p: two-sided {TEST_TEXT[section.test]}; Holm p: adjusted by Holm's "
+        f"step-down method over the {sum(c.p is not None for c in section.comparisons)} comparisons with a p-value. "
+        f"Detectable: the smallest true mean difference the paired t-test finds with {100 * section.power:.0f}% power "
+        f"at two-sided level {section.alpha:g}, given the observed SD of the differences and the number of pairs "
+        f"(noncentral t). Effect of interest: {section.effect:g} points; a comparison that could not detect it is "
+        "marked underpowered, and its non-significance says nothing about whether the methods differ.",
+        "",
+        "| " + " | ".join(PAIRED_COLUMNS) + " |",
+        "|---|---:|---:|---:|---:|---:|---:|---|",
+    ]
+    lines += ["| " + " | ".join(_paired_row(c, section)) + " |" for c in section.comparisons]
+    return "\n".join(lines)
+
+
+def paired_csv(section: PairedSection) -> str:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(["reference", "other", "pairs", "datasets", "mean_difference", "sd_difference", "p", "p_holm",
+                     "detectable_difference", "effect_of_interest", "underpowered", "test", "alpha", "power", "verdict"])
+    for c in section.comparisons:
+        writer.writerow([
+            c.reference, c.other, c.pairs, c.datasets, _number(c.mean_difference if c.pairs else None), _number(c.sd_difference),
+            "" if c.p is None else f"{c.p:.6g}", "" if c.p_holm is None else f"{c.p_holm:.6g}", _number(c.detectable),
+            f"{section.effect:g}", c.underpowered(section.effect), section.test, section.alpha, section.power,
+            paired_verdict(c, section),
+        ])
+    return buffer.getvalue()
+
+
+def rich_paired(section: PairedSection):
+    from rich.table import Table
+
+    view = Table(title=f"paired differences ({section.test} test, Holm-adjusted; effect of interest {section.effect:g} points)")
+    for column in PAIRED_COLUMNS:
+        view.add_column(column, justify="left" if column in ("comparison", "verdict") else "right")
+    for c in section.comparisons:
+        view.add_row(*_paired_row(c, section))
+    return view
+
+
 # ----------------------------------------------------------------------------- plots
 def _figure(panels: int, width: float = 4.2, height: float = 3.2, columns: int = 3):
     from matplotlib.figure import Figure
@@ -541,6 +663,7 @@ class Report:
     table: ScoreTable
     aggregates: stats.Aggregates | None
     files: dict[str, Path]
+    paired: PairedSection | None = None
 
 
 def build_report(
@@ -550,20 +673,35 @@ def build_report(
     datasets: list[str] | None = None,
     reps: int = stats.DEFAULT_REPS,
     seed: int = stats.DEFAULT_SEED,
-    reference: str = "aspc",
+    reference: str | None = None,
     command: list[str] | None = None,
     console=None,
+    effect: float = stats.DEFAULT_EFFECT,
+    paired_test: str = "t",
 ) -> Report:
-    """Write ``results.md``, ``results.csv``, ``runs.csv`` and the plots into ``out``; print the tables."""
+    """Write ``results.md``, ``results.csv``, ``runs.csv``, ``paired.csv`` and the plots into ``out``;
+    print the tables. ``reference``: the algorithm every other is compared with (default: the table's
+    first column, aspc where present); ``effect``: the paired difference, in points, a comparison
+    should be able to detect."""
     from metaconstraint.runs import atomic_write_text
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     table = score_table(runs, algorithms, datasets)
+    if reference is not None and reference not in table.algorithms:
+        raise ValueError(f"reference '{reference}' has no runs here; algorithms: {', '.join(table.algorithms)}.")
+    reference = reference or (table.algorithms[0] if table.algorithms else None)
     scores = table.scores()
     aggregates = stats.aggregate(scores, reference, reps, seed) if any(any(v) for v in scores.values()) else None
+    paired = None
+    if reference is not None and len(table.algorithms) > 1:
+        paired = PairedSection(stats.paired_comparisons(table.seed_scores(), reference, paired_test), paired_test, effect)
 
     files = {"markdown": out / RESULTS_MD, "csv": out / RESULTS_CSV, "runs": out / RUNS_CSV}
+    if paired is not None:
+        files["paired"] = out / PAIRED_CSV
+    else:
+        (out / PAIRED_CSV).unlink(missing_ok=True)
     plots = {
         "curves": plot_curves(table, runs, "score", "normalised score", out / PLOTS["curves"]),
         "alpha": plot_curves(
@@ -581,9 +719,11 @@ def build_report(
         else:
             files[name] = path
 
-    atomic_write_text(files["markdown"], markdown_report(table, aggregates, files, out, command))
+    atomic_write_text(files["markdown"], markdown_report(table, aggregates, files, out, command, paired))
     atomic_write_text(files["csv"], csv_table(table))
     atomic_write_text(files["runs"], runs_csv(runs))
+    if paired is not None:
+        atomic_write_text(files["paired"], paired_csv(paired))
     if console is not None:
         console.print(rich_table(table))
         for line in failure_lines(table.failures):
@@ -592,11 +732,15 @@ def build_report(
             console.print("[yellow]note[/] runs use different final-score rules; pass --final-score-rule to use one.")
         if aggregates is not None:
             console.print(rich_aggregates(aggregates))
+        if paired is not None:
+            console.print(rich_paired(paired))
         console.print("wrote " + ", ".join(str(p) for p in files.values()), highlight=False)
-    return Report(table, aggregates, files)
+    return Report(table, aggregates, files, paired)
 
 
-def markdown_report(table: ScoreTable, aggregates, files: dict[str, Path], out: Path, command: list[str] | None) -> str:
+def markdown_report(
+    table: ScoreTable, aggregates, files: dict[str, Path], out: Path, command: list[str] | None, paired: PairedSection | None = None
+) -> str:
     steps = table.steps
     base_rule = table.rule.split(" ")[0]
     lines = [
@@ -618,6 +762,8 @@ def markdown_report(table: ScoreTable, aggregates, files: dict[str, Path], out: 
         lines += [f"- {line}" for line in failure_lines(table.failures)]
     if aggregates is not None:
         lines += ["", markdown_aggregates(aggregates)]
+    if paired is not None:
+        lines += ["", markdown_paired(paired)]
     pictures = [(name, files[name]) for name in PLOTS if name in files]
     if pictures:
         lines += ["", "## Plots", ""]

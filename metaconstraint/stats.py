@@ -21,10 +21,12 @@ intervals.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Callable, Mapping, Sequence
 
 import numpy as np
+from scipy import optimize
 from scipy import stats as scipy_stats
 
 DEFAULT_REPS = 2000
@@ -235,3 +237,131 @@ def aggregate(
         seed=seed,
         confidence=confidence,
     )
+
+
+# ----------------------------------------------------------------------------- paired comparisons
+DEFAULT_EFFECT = 10.0  # normalised-score points: the difference a comparison should be able to resolve
+DEFAULT_ALPHA = 0.05
+DEFAULT_POWER = 0.8
+PAIRED_TESTS = ("t", "wilcoxon")
+
+
+@dataclass(frozen=True)
+class PairedComparison:
+    """``reference - other`` over runs paired by (dataset, seed).
+
+    ``p``: two-sided p-value of the paired test (``None`` with fewer than 2 pairs or no spread);
+    ``p_holm``: Holm-adjusted over the comparisons of one report; ``detectable``: the smallest true
+    mean difference the paired t-test finds with probability ``power`` at level ``alpha`` given the
+    observed paired SD and ``pairs`` (``None`` when it cannot be computed).
+    """
+
+    reference: str
+    other: str
+    pairs: int
+    datasets: int
+    mean_difference: float
+    sd_difference: float | None
+    p: float | None
+    p_holm: float | None
+    detectable: float | None
+
+    def underpowered(self, effect: float) -> bool:
+        """True when a true difference of ``effect`` would be missed more often than 1 - power."""
+        return self.detectable is None or self.detectable > effect
+
+
+def holm(p_values: Sequence[float]) -> list[float]:
+    """Holm's step-down adjustment: sorted ascending ``p_(1) <= ... <= p_(m)``,
+    ``q_(i) = max_{j <= i} min(1, (m - j + 1) p_(j))``, returned in the input's order."""
+    p = np.asarray(p_values, dtype=np.float64)
+    m = p.size
+    order = np.argsort(p, kind="stable")
+    scaled = np.minimum(1.0, (m - np.arange(m)) * p[order])
+    adjusted = np.empty(m)
+    adjusted[order] = np.maximum.accumulate(scaled)
+    return adjusted.tolist()
+
+
+def paired_t_power(difference: float, sd: float, n: int, alpha: float = DEFAULT_ALPHA) -> float:
+    """Power of the two-sided paired t-test: ``P(|T| > t_{1-alpha/2, n-1})`` with ``T`` noncentral t,
+    ``n - 1`` degrees of freedom, noncentrality ``difference * sqrt(n) / sd``."""
+    df = n - 1
+    critical = scipy_stats.t.ppf(1 - alpha / 2, df)
+    noncentrality = abs(difference) * math.sqrt(n) / sd
+    upper = float(scipy_stats.nct.sf(critical, df, noncentrality))
+    lower = float(scipy_stats.nct.cdf(-critical, df, noncentrality))
+    # scipy returns NaN for the far tails of a large noncentrality, where the probabilities are 1 and 0
+    return (1.0 if math.isnan(upper) else upper) + (0.0 if math.isnan(lower) else lower)
+
+
+def detectable_difference(sd: float, n: int, alpha: float = DEFAULT_ALPHA, power: float = DEFAULT_POWER) -> float | None:
+    """The minimum detectable paired mean difference: the ``d`` with ``paired_t_power(d, sd, n) = power``.
+
+    ``None`` for ``n < 2`` (no test); ``0`` when the pairs have no spread."""
+    if n < 2 or not math.isfinite(sd):
+        return None
+    if sd == 0:
+        return 0.0
+    # solved for the standardised difference d / sd, so tiny or huge SDs stay in the solver's range
+    high = 1.0
+    while paired_t_power(high, 1.0, n, alpha) < power:
+        high *= 2
+    standardised = optimize.brentq(lambda d: paired_t_power(d, 1.0, n, alpha) - power, 0.0, high, xtol=1e-12)
+    return float(standardised * sd)
+
+
+def paired_p_value(differences: np.ndarray, test: str = "t") -> float | None:
+    """Two-sided p-value that the paired differences are centred on 0: ``"t"`` the paired t-test
+    (``scipy.stats.ttest_1samp``), ``"wilcoxon"`` the Wilcoxon signed-rank test (``scipy.stats.wilcoxon``,
+    exact for small n without ties, zero differences dropped). ``None`` when untestable."""
+    d = np.asarray(differences, dtype=np.float64)
+    if d.size < 2 or not np.any(d != 0):
+        return None if d.size < 2 else 1.0
+    if test == "t":
+        if np.ptp(d) == 0:
+            return 0.0  # every pair differs by the same non-zero amount
+        return float(scipy_stats.ttest_1samp(d, 0.0).pvalue)
+    if test == "wilcoxon":
+        return float(scipy_stats.wilcoxon(d, zero_method="wilcox").pvalue)
+    raise ValueError(f"unknown paired test '{test}': use one of {', '.join(PAIRED_TESTS)}.")
+
+
+def paired_comparisons(
+    scores: Mapping[str, Mapping[str, Mapping[int, float]]],
+    reference: str,
+    test: str = "t",
+    alpha: float = DEFAULT_ALPHA,
+    power: float = DEFAULT_POWER,
+) -> list[PairedComparison]:
+    """``reference`` against every other algorithm, on the runs both have for the same dataset and seed.
+
+    ``scores[algorithm][dataset][seed]`` is a run's final score. Holm's adjustment runs over the
+    comparisons that have a p-value.
+    """
+    if test not in PAIRED_TESTS:
+        raise ValueError(f"unknown paired test '{test}': use one of {', '.join(PAIRED_TESTS)}.")
+    if reference not in scores:
+        raise ValueError(f"reference algorithm '{reference}' has no runs; algorithms: {', '.join(scores)}.")
+    rows = []
+    for other in scores:
+        if other == reference:
+            continue
+        differences, datasets = [], 0
+        for dataset, mine in scores[reference].items():
+            theirs = scores[other].get(dataset, {})
+            shared = sorted(set(mine) & set(theirs))
+            differences += [mine[s] - theirs[s] for s in shared]
+            datasets += bool(shared)
+        d = np.asarray(differences, dtype=np.float64)
+        sd = float(np.std(d, ddof=1)) if d.size > 1 else None
+        rows.append(
+            dict(
+                reference=reference, other=other, pairs=int(d.size), datasets=datasets,
+                mean_difference=float(d.mean()) if d.size else float("nan"), sd_difference=sd,
+                p=paired_p_value(d, test), detectable=detectable_difference(sd, d.size, alpha, power) if sd is not None else None,
+            )
+        )
+    tested = [i for i, row in enumerate(rows) if row["p"] is not None]
+    adjusted = dict(zip(tested, holm([rows[i]["p"] for i in tested]))) if tested else {}
+    return [PairedComparison(**row, p_holm=adjusted.get(i)) for i, row in enumerate(rows)]

@@ -3,7 +3,6 @@ says on hand-built batches, stacked seeds equal separate runs, and every algorit
 evaluates through the CLI on a small pen stand-in (tests/simulated.py)."""
 
 import json
-from pathlib import Path
 
 import pytest
 import torch
@@ -14,7 +13,7 @@ from metaconstraint.algorithms.a2pr import a2pr_bc_target, vae_loss
 from metaconstraint.algorithms.bc import bc_loss
 from metaconstraint.algorithms.wpc import wpc_weights
 from metaconstraint.cli import app
-from metaconstraint.config import build_configs, load_config_file
+from metaconstraint.config import build_configs
 from metaconstraint.engine import member
 from metaconstraint.rl.networks import q1
 from metaconstraint.training import Trainer
@@ -149,7 +148,7 @@ def test_a2pr_vae_fits_only_the_gated_actions_and_value_takes_the_smaller_target
     batch = hand_batch()
     g = torch.Generator().manual_seed(2)
     for value in state["critic"].values():  # the online critic moves away from its target copy
-        value.add_(0.02 * torch.randn(value.shape, generator=g))
+        value.add_(0.1 * torch.randn(value.shape, generator=g))
     bootstrap = algorithm.bootstrap(state, batch, torch.zeros(1, B, ACT))
     one = member(batch, 0)
     online = algorithm.critic.apply(member(state["critic"], 0), one["next_observations"], bootstrap["next_actions"][0]).min(0).values
@@ -191,17 +190,6 @@ def test_rebrac_actor_loss_has_the_bc_term_and_the_normalised_min_q():
     expected = (0.3 * ((pi - one["actions"]) ** 2).sum(-1) - q / q.abs().mean()).mean()
     meta = {k: v[0] for k, v in algorithm.scale_values(state).items()}
     torch.testing.assert_close(algorithm.objective.inner(params, meta, one, {"critic": critic}), expected)
-
-
-def test_rebrac_tuned_presets_are_labelled_and_valid():
-    files = sorted(Path(__file__).resolve().parents[1].joinpath("configs", "rebrac-tuned").glob("*.toml"))
-    assert [f.stem for f in files] == ["door-expert", "door-human", "hammer-expert", "pen-expert", "pen-human"]
-    for path in files:
-        assert "TUNED" in path.read_text().splitlines()[0]
-        _, config = build_configs({**load_config_file(path), "dataset": PEN})
-        assert isinstance(config, ReBRACConfig) and config.batch_size == 256
-    pen_human = build_configs({**load_config_file(files[-1]), "dataset": PEN})[1]
-    assert (pen_human.actor_bc_coef, pen_human.critic_bc_coef) == (0.1, 0.5)
 
 
 # ----------------------------------------------------------------------------- BC and TD3+BC

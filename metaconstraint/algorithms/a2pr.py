@@ -20,8 +20,13 @@ Every ``policy_freq`` iterations the actor minimises
     m_i = \mathrm{mask}\,\big(\mathbb 1[Q_1(s_i,r_i) \ge V(s_i)] + \mathbb 1[Q_1(s_i,a_i) > V(s_i)]\big).
 
 As in the released code, the gradient of the BC term also flows through :math:`r_i = \mathrm{VAE}(s_i,
-\pi(s_i))` (the VAE itself is not updated by the actor step). The released code's networks are deeper
-(4 x 256 critic and value, 3 x 256 actor) than the reference definition followed here (2 x 256).
+\pi(s_i))` (the VAE itself is not updated by the actor step).
+
+Networks (``preset``, one setting for every dataset): ``public-code`` (the default) is the released
+code's, a 4 x 256 twin critic and value net and a 3 x 256 actor (ReLU, no LayerNorm);
+``reference-2x256`` is TD3's 2 x 256 everywhere, what the 20k grid of docs/results.md ran before
+presets existed (its runs carry no ``preset`` key and the report labels them plain ``a2pr``).
+``critic = "robust"`` replaces the critic by the paper's robust 3 x 256 LayerNorm critic.
 """
 
 from __future__ import annotations
@@ -34,6 +39,7 @@ from pydantic import Field
 from torch import Tensor
 
 from metaconstraint.algorithms.base import register_algorithm
+from metaconstraint.algorithms.presets import Preset, PresetConfig
 from metaconstraint.algorithms.td3bc import TD3BC, TD3BCConfig, gradient_step
 from metaconstraint.algorithms.wpc import value_regression_loss
 from metaconstraint.engine import adam
@@ -126,7 +132,24 @@ class A2PRObjective:
 
 
 # ----------------------------------------------------------------------------- the algorithm
-class A2PRConfig(TD3BCConfig):
+A2PR_PRESETS = {
+    "public-code": Preset(
+        "public-code", "The released code's networks: 4 x 256 critic and value, 3 x 256 actor.",
+        {"critic_hidden": (256,) * 4, "value_hidden": (256,) * 4, "actor_hidden": (256,) * 3},
+    ),
+    "reference-2x256": Preset(
+        "reference-2x256", "TD3's 2 x 256 networks (the 20k grid's a2pr).",
+        {"critic_hidden": (256,) * 2, "value_hidden": (256,) * 2, "actor_hidden": (256,) * 2},
+    ),
+}
+
+
+class A2PRConfig(PresetConfig, TD3BCConfig):
+    PRESETS = A2PR_PRESETS
+    preset: str = Field("public-code", description="Networks: public-code (4x256 critic/value, 3x256 actor) or reference-2x256.")
+    critic_hidden: tuple[int, ...] = Field((256,) * 4, min_length=1, description="Hidden widths of each classic critic.")
+    value_hidden: tuple[int, ...] = Field((256,) * 4, min_length=1, description="Hidden widths of V(s).")
+    actor_hidden: tuple[int, ...] = Field((256,) * 3, min_length=1, description="Hidden widths of the actor.")
     critic: Literal["robust", "classic"] = Field(
         "classic", description="classic: TD3's 2x256 (A2PR's own); robust: 3x256 + LayerNorm."
     )
@@ -136,6 +159,10 @@ class A2PRConfig(TD3BCConfig):
     vae_lr: float = Field(1e-3, gt=0)
     vae_hidden: int = Field(750, gt=0)
 
+    @classmethod
+    def auto_preset(cls, dataset: str) -> str:
+        return "public-code"
+
 
 @register_algorithm
 class A2PR(TD3BC):
@@ -143,12 +170,20 @@ class A2PR(TD3BC):
     Config = A2PRConfig
 
     def __init__(self, config, spec, num_members, device):
-        self.value = value_network(spec.observation_dim)
+        self.value = value_network(spec.observation_dim, config.value_hidden)
         self.vae = vae_network(spec.observation_dim, spec.action_dim, spec.max_action, config.vae_hidden)
         self.latent_dim = 2 * spec.action_dim
         super().__init__(config, spec, num_members, device)
         self.value_optimizer = adam(config.value_lr)
         self.vae_optimizer = adam(config.vae_lr)
+
+    def _actor_shape(self):
+        return {"hidden": self.config.actor_hidden}
+
+    def _critic_shape(self):
+        if self.config.critic == "classic":
+            return {"hidden": self.config.critic_hidden, "robust": False}
+        return super()._critic_shape()
 
     def build_objective(self):
         return A2PRObjective(self.actor, self.critic, self.value, self.vae, self.config.mask)

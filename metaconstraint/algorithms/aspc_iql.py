@@ -5,12 +5,24 @@ The backbone is :mod:`metaconstraint.algorithms.iql` unchanged; the actor object
 ``beta_interval`` iterations (20, as ASPC's ``2 x 10``: IQL steps its actor every iteration) the
 actor step is a virtual step :math:`\tilde\theta(\beta)` with the actor's own Adam and learning rate,
 
-.. math:: \rho \leftarrow \rho - \eta_\rho\,\partial_\rho\big(L_1 + L_2 + L_3\big)(\tilde\theta(\beta)),
+.. math:: \rho \leftarrow \rho - \eta_\rho\,\partial_\rho \textstyle\sum_j w_j \ell_j(\tilde\theta(\beta)),
 
-then committed. The outer losses are ASPC's (:mod:`metaconstraint.outer_losses.builtin`), unchanged:
-L1 is the AWR objective at :math:`\tilde\theta` with :math:`\beta` held constant; L2 and L3 read the
-policy's mean action (the evaluated action) and the online critic's :math:`Q_1`, as documented in
-:mod:`metaconstraint.objectives.awr`. Adam on :math:`\rho` with lr 2e-3 decays to 1% over
+then committed. The default outer criterion is ``gain-rel``
+(:mod:`metaconstraint.outer_losses.direction`): the step's relative gain in :math:`Q_1` minus its
+loss of fit to the dataset actions relative to their spread, per unit of the step's length. It has
+no units and reads neither the reward scale nor :math:`\beta`, so only the step's direction is
+judged. How far that makes the learned beta sound is measured, on one dataset and one seed, in
+docs/results/aspc-iql-beta.md: read it before relying on aspc-iql.
+
+ASPC's own losses (``outer_losses = ["l1", "l2", "l3"]``, the default before) remain available, but
+with them beta only rises: L1 is the AWR objective at :math:`\tilde\theta` with :math:`\beta` held
+constant; its weights :math:`e^{\beta A}` grow with :math:`\beta`, so through Adam's live moments a
+larger :math:`\beta` takes a larger look-ahead step, which lowers L1 on the same batch whatever the
+data (on pen the unnormalised L1, ~300, has ~100x L2's gradient). ``tests/test_gain_rel.py`` shows
+both on a small problem: with ``l1`` beta rises from 0.05 and from 1.0; with ``gain-rel`` it rises
+from 0.05, falls from 1.0, and both end near 0.2.
+
+Adam on :math:`\rho` with lr 2e-3 decays to 1% over
 ``beta_lr_decay_steps`` iterations (default 1,000,000, as ASPC's alpha); the
 ``--alpha-lr-decay-steps`` flag is ASPC's own (in a ``compare`` of both it reaches ASPC only), so set
 ``beta_lr_decay_steps`` in a config file. As for ASPC, the decay bounds how far :math:`\rho` can
@@ -29,6 +41,10 @@ from metaconstraint.objectives import build_objective
 
 
 class ASPCIQLConfig(AdaptiveScaleConfig, IQLConfig):
+    outer_losses: list[str] = Field(
+        default_factory=lambda: ["gain-rel"], min_length=1,
+        description="Outer losses of beta's update (default gain-rel: unit-free; ASPC's l1 l2 l3 only raise beta).",
+    )
     beta: float = Field(3.0, gt=0, description="Initial value of the learned beta.")
     beta_lr: float = Field(2e-3, gt=0, description="Adam learning rate of rho (beta = softplus(rho)).")
     beta_interval: int = Field(20, ge=1, description="beta is updated every this many iterations.")

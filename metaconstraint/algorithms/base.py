@@ -20,6 +20,10 @@ class AlgorithmConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
+    def for_dataset(self, dataset: str) -> "AlgorithmConfig":
+        """This config as it applies to ``dataset`` (presets resolved: :mod:`metaconstraint.algorithms.presets`)."""
+        return self
+
 
 @dataclass(frozen=True)
 class ProblemSpec:

@@ -30,6 +30,7 @@ def outer_loss(name: str, init_state: dict[str, float] | None = None) -> Callabl
 
 def registered_outer_losses() -> list[str]:
     import metaconstraint.outer_losses.builtin  # noqa: F401  (registers the built-ins)
+    import metaconstraint.outer_losses.direction  # noqa: F401  (gain-rel)
 
     return sorted(_REGISTRY)
 
