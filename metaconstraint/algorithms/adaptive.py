@@ -62,6 +62,12 @@ class AdaptiveScale:
     meta-parameter. The algorithm says when (``meta_interval``) and how (``scale_schedule``)."""
 
     meta_interval: int
+    scale_init_field: str  # the config field holding the scale's initial value (aspc: alpha, aspc-iql: beta)
+
+    def initial_meta_values(self) -> dict[str, list[float]]:
+        """The scale's initial value per member when members start from different values."""
+        values = self.member_values.get(self.scale_init_field)
+        return {} if values is None else {self.objective.scale_name: values}
 
     def scale_schedule(self) -> ScaleSchedule:
         raise NotImplementedError

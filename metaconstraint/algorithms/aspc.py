@@ -42,6 +42,7 @@ class ASPCConfig(AdaptiveScaleConfig, TD3BCConfig):
 class ASPC(AdaptiveScale, TD3BC):
     name = "aspc"
     Config = ASPCConfig
+    scale_init_field = "alpha"  # varied between members, it is each member's initial value
 
     def build_objective(self):
         return build_objective(self.config.objective, actor=self.actor, critic=self.critic)

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import torch
 from pydantic import Field
 from torch import Tensor
 
@@ -77,6 +76,7 @@ class ReBRACConfig(TD3Config):
 class ReBRAC(TD3BC):
     name = "rebrac"
     Config = ReBRACConfig
+    member_fields = ("actor_bc_coef",)
 
     def build_objective(self):
         return ReBRACObjective(self.actor, self.critic)
@@ -88,4 +88,4 @@ class ReBRAC(TD3BC):
         return next_action_penalty(self.config.critic_bc_coef, next_actions, batch["next_actions"])
 
     def scale_values(self, state):
-        return {"beta": torch.full((self.num_members,), self.config.actor_bc_coef, device=self.device)}
+        return {"beta": self.member_scalar("actor_bc_coef")}

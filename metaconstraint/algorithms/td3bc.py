@@ -87,6 +87,7 @@ def gradient_step(member_loss, optimizer, params, opt_state, *inputs, num_member
 class TD3BC(Algorithm):
     name = "td3bc"
     Config = TD3BCConfig
+    member_fields = ("alpha",)
 
     def __init__(self, config, spec, num_members, device):
         super().__init__(config, spec, num_members, device)
@@ -138,7 +139,7 @@ class TD3BC(Algorithm):
             "target_critic": detach_tree({k: v.clone() for k, v in critic.items()}),
             "actor_opt": self.actor_optimizer.init(actor),
             "critic_opt": self.critic_optimizer.init(critic),
-            "meta": self.problem.meta_parameters.init(self.num_members, self.device),
+            "meta": self.problem.meta_parameters.init(self.num_members, self.device, initial=self.initial_meta_values()),
             "outer": self.problem.init_outer_state(self.device),
         }
 
@@ -179,7 +180,11 @@ class TD3BC(Algorithm):
 
     def scale_values(self, state) -> dict[str, Tensor]:
         """The constraint scale the actor objective reads this iteration, ``{name: (M,)}``."""
-        return {"alpha": torch.full((self.num_members,), self.config.alpha, device=self.device)}
+        return {"alpha": self.member_scalar("alpha")}
+
+    def initial_meta_values(self) -> dict[str, list[float]]:
+        """Per-member initial values of the learned meta-parameters where members differ (none here)."""
+        return {}
 
     def frozen_inputs(self, state) -> dict[str, Any]:
         """What the actor objective reads besides the actor (``frozen`` of the inner objective)."""

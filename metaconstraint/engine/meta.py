@@ -69,10 +69,22 @@ class MetaParameters:
     def __len__(self) -> int:
         return len(self.parameters)
 
-    def init(self, num_members: int, device: torch.device | str = "cpu", dtype: torch.dtype | None = None):
-        """``dtype``: default ``torch.get_default_dtype()``."""
+    def init(
+        self,
+        num_members: int,
+        device: torch.device | str = "cpu",
+        dtype: torch.dtype | None = None,
+        initial: dict[str, Sequence[float]] | None = None,
+    ):
+        """``dtype``: default ``torch.get_default_dtype()``; ``initial``: per-member initial values
+        (``name -> M values``) instead of the parameters' common ``init``."""
+        initial = initial or {}
         raw = {
-            name: torch.full((num_members,), inverse_softplus(p.init), device=device, dtype=dtype)
+            name: (
+                torch.tensor([inverse_softplus(v) for v in initial[name]], device=device, dtype=dtype or torch.get_default_dtype())
+                if name in initial
+                else torch.full((num_members,), inverse_softplus(p.init), device=device, dtype=dtype)
+            )
             for name, p in self.parameters.items()
         }
         opt = {name: self._optimizers[name].init({"rho": raw[name]}) for name in raw}
