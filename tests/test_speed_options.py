@@ -1,7 +1,9 @@
 """Speed options of a run: ``--threads`` sets torch's thread count, is recorded, and is validated;
-``--compile`` trains the same networks as the eager update."""
+``--compile`` trains the same networks as the eager update, and its compile time stays out of
+``updates_per_second``."""
 
 import json
+import time
 import tomllib
 
 import pytest
@@ -174,3 +176,40 @@ def test_the_compiled_update_equals_the_eager_one(float64, name, members):
     iterations (20 actor steps, two alpha steps), step counts symbolic after the first recompile."""
     eager, compiled = train_both(name, members, 40, torch.compile)
     assert_same_training(eager, compiled, rtol=1e-9, atol=1e-11)
+
+
+def slow_compiler(seconds: float):
+    """``torch.compile`` stand-in whose first call of each function "compiles" for ``seconds`` (inside
+    torch.compile's own start/end callbacks, as Dynamo runs them) and then runs it eagerly."""
+    from torch._dynamo.callback import CallbackTrigger, callback_handler
+
+    def compile_fn(fn, **_):
+        compiled = []
+
+        def call(*args):
+            if not compiled:
+                with callback_handler.install_callbacks(CallbackTrigger.DYNAMO, "0/0"):
+                    time.sleep(seconds)
+                compiled.append(True)
+            return fn(*args)
+
+        return call
+
+    return compile_fn
+
+
+def test_updates_per_second_leaves_compile_time_out_and_reports_it(pen_human_root, monkeypatch, tmp_path):
+    """summary.json: ``compile_seconds`` holds the compiling (here 2 x 1.5 s, the critic and actor
+    graphs), ``train_seconds`` and ``updates_per_second`` only the training iterations."""
+    from metaconstraint import Experiment
+
+    monkeypatch.setenv("MINARI_DATASETS_PATH", str(pen_human_root))
+    monkeypatch.setenv("METACONSTRAINT_OFFLINE", "1")
+    with patch("torch.compile", slow_compiler(1.5)):
+        experiment = Experiment("td3bc", "D4RL/pen/human-v2", steps=20, eval_every=20, eval_episodes=1, compile=True, out=tmp_path)
+        summary = experiment.fit()[0]
+    assert summary == json.loads((experiment.directories[0] / "summary.json").read_text())
+    assert 3.0 <= summary["compile_seconds"] < 3.0 + 1.0
+    assert summary["train_seconds"] + summary["compile_seconds"] <= summary["wall_seconds"]
+    assert summary["updates_per_second"] == pytest.approx(20 / summary["train_seconds"])
+    assert summary["train_seconds"] < 20 / 2  # at least 2 it/s on a loaded machine: the 3 s are not in it
