@@ -22,6 +22,11 @@ A spec (validated by pydantic before anything runs)::
 
 A setting's runs live in ``seed<K>-<tag>`` folders, its tag naming the swept values
 (``alpha_lr=0.0001+alpha_interval=10``); the report labels its column ``algorithm (tag)``.
+
+Runs that differ only in their seed and in a scalar their algorithm can vary per member (td3bc's
+``alpha`` above; :mod:`metaconstraint.members`) are packed into one vectorised job each
+(``metaconstraint sweep --no-pack`` runs them one by one): td3bc at alpha in {2.5, 5.0} x 3 seeds
+is one process of 6 members. Each member still writes its own run folder, as a separate run would.
 """
 
 from __future__ import annotations

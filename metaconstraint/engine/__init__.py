@@ -7,6 +7,7 @@ from metaconstraint.engine.bilevel import (
     OuterContext,
     OuterLoss,
     bilevel_step,
+    functional_bilevel_step,
     inner_step,
 )
 from metaconstraint.engine.members import member, per_member, stack_members
@@ -24,6 +25,7 @@ __all__ = [
     "adam",
     "bilevel_step",
     "detach_tree",
+    "functional_bilevel_step",
     "inner_step",
     "inverse_softplus",
     "member",

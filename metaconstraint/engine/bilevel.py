@@ -24,6 +24,7 @@ from typing import Any, Callable, Sequence
 
 import torch
 from torch import Tensor
+from torch.utils._pytree import tree_flatten, tree_unflatten
 
 from metaconstraint.engine.members import per_member
 from metaconstraint.engine.meta import MetaParameters
@@ -194,3 +195,51 @@ def bilevel_step(
         detach_tree(new_outer_state),
         info,
     )
+
+
+def functional_bilevel_step(
+    problem: BilevelProblem,
+    params: Params,
+    opt_state: dict[str, Any],
+    meta_state: dict[str, Any],
+    batch: dict[str, Tensor],
+    frozen: dict[str, Any],
+    outer_state: dict[str, Any],
+    meta_lrs: dict[str, Tensor],
+    lr: float | None = None,
+) -> tuple[Params, dict[str, Any], dict[str, Any], dict[str, Any], dict[str, Tensor]]:
+    """:func:`bilevel_step` written with ``torch.func.grad`` of ``torch.func.grad`` instead of
+    ``autograd.grad(create_graph=True)``, so that ``torch.compile`` traces the whole meta-iteration
+    (virtual step, meta-gradient, meta-update, commit) into one graph. ``meta_lrs``: each
+    meta-parameter's learning rate for this update as a 0-d tensor (a graph input, so the decaying
+    schedule does not recompile). Same returns as :func:`bilevel_step`; equal to it to float rounding.
+    """
+    member_objective = per_member(problem.inner_objective, problem.num_members)
+    member_outer = per_member(_outer_objective(problem), problem.num_members)
+    structure: dict[str, Any] = {}  # the optimizer state's layout and Python leaves (step counts): aux holds tensors only
+
+    def outer_total(meta_raw):
+        meta = MetaParameters.values(meta_raw)
+
+        def inner_total(p):
+            loss = member_objective(p, meta, batch, frozen)
+            return loss.sum(), loss
+
+        grads, inner = torch.func.grad(inner_total, has_aux=True)(params)
+        updated, new_opt_state = problem.optimizer.step(grads, opt_state, params, lr=lr, differentiable=True)
+        total, terms, new_outer_state = member_outer(params, updated, detach_tree(meta), batch, frozen, outer_state)
+        leaves, structure["spec"] = tree_flatten(new_opt_state)
+        structure["python"] = {i: leaf for i, leaf in enumerate(leaves) if not isinstance(leaf, Tensor)}
+        tensors = [leaf for leaf in leaves if isinstance(leaf, Tensor)]
+        return total.sum(), (inner, total, terms, new_outer_state, updated, tensors)
+
+    meta_grads, aux = torch.func.grad(outer_total, has_aux=True)(meta_state["raw"])
+    inner, total, terms, new_outer_state, updated, tensors = detach_tree(aux)
+    python, tensors = structure["python"], iter(tensors)
+    leaves = [python[i] if i in python else next(tensors) for i in range(structure["spec"].num_leaves)]
+    new_opt_state = tree_unflatten(leaves, structure["spec"])
+    new_meta_state = problem.meta_parameters.step(meta_state, meta_grads, lrs=meta_lrs)
+    info = {"inner_loss": inner, "outer_loss": total}
+    info.update({f"outer/{name}": value for name, value in terms.items()})
+    info.update({f"grad/{name}": g for name, g in meta_grads.items()})
+    return updated, new_opt_state, new_meta_state, new_outer_state, info
