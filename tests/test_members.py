@@ -11,9 +11,7 @@ from __future__ import annotations
 import json
 import shutil
 from pathlib import Path
-from types import SimpleNamespace
 
-import numpy as np
 import pytest
 import torch
 from typer.testing import CliRunner
@@ -23,7 +21,9 @@ from metaconstraint.algorithms.base import ProblemSpec
 from metaconstraint.cli import app
 from metaconstraint.config import ConfigError
 from metaconstraint.members import expand_members, parse_member_sweep
-from metaconstraint.rl.buffer import MemberSampler, OfflineBuffer, StateNormalizer
+from metaconstraint.rl.buffer import MemberSampler
+
+from member_checks import synthetic_buffer
 
 runner = CliRunner()
 CPU = torch.device("cpu")
@@ -37,21 +37,6 @@ def float64():
     torch.set_default_dtype(torch.float64)
     yield
     torch.set_default_dtype(previous)
-
-
-def synthetic_buffer(n: int = 1000) -> OfflineBuffer:
-    rng = np.random.default_rng(0)
-    data = SimpleNamespace(
-        observations=rng.standard_normal((n, 11), dtype=np.float32),
-        actions=rng.uniform(-1, 1, (n, 3)).astype(np.float32),
-        rewards=rng.standard_normal(n, dtype=np.float32),
-        next_observations=rng.standard_normal((n, 11), dtype=np.float32),
-        next_actions=rng.uniform(-1, 1, (n, 3)).astype(np.float32),
-        terminals=(rng.random(n) < 0.1).astype(np.float32),
-    )
-    buffer = OfflineBuffer(data, StateNormalizer.identity(11))
-    buffer.data = {k: v.to(torch.get_default_dtype()) for k, v in buffer.data.items()}
-    return buffer
 
 
 def train(name: str, members, iterations: int, buffer, config: dict | None = None):

@@ -108,25 +108,13 @@ SMALL = {"a2pr": {"vae_hidden": 32}, "rebrac": {"batch_size": 64}}
 def train_both(name: str, members: int, iterations: int, compile_fn) -> tuple[dict, dict]:
     """``iterations`` updates of ``name`` eagerly and through ``compile()`` (with ``compile_fn`` as
     ``torch.compile``) from the same initial state and the same data streams."""
-    import numpy as np
-    from types import SimpleNamespace
+    from member_checks import synthetic_buffer
 
     from metaconstraint.algorithms import ALGORITHMS
     from metaconstraint.algorithms.base import ProblemSpec
-    from metaconstraint.rl.buffer import MemberSampler, OfflineBuffer, StateNormalizer
+    from metaconstraint.rl.buffer import MemberSampler
 
-    rng = np.random.default_rng(0)
-    n = 1000
-    data = SimpleNamespace(
-        observations=rng.standard_normal((n, 11), dtype=np.float32),
-        actions=rng.uniform(-1, 1, (n, 3)).astype(np.float32),
-        rewards=rng.standard_normal(n, dtype=np.float32),
-        next_observations=rng.standard_normal((n, 11), dtype=np.float32),
-        next_actions=rng.uniform(-1, 1, (n, 3)).astype(np.float32),
-        terminals=(rng.random(n) < 0.1).astype(np.float32),
-    )
-    buffer = OfflineBuffer(data, StateNormalizer.identity(11))
-    buffer.data = {k: v.to(torch.get_default_dtype()) for k, v in buffer.data.items()}
+    buffer = synthetic_buffer()
     states = []
     for compiled in (False, True):
         cls = ALGORITHMS[name]

@@ -185,9 +185,7 @@ def bilevel_step(
         name: torch.zeros_like(meta_raw[name]) if g is None else g for name, g in zip(meta_raw, meta_grads)
     }
     new_meta_state = problem.meta_parameters.step(meta_state, meta_grads)
-    info = {"inner_loss": inner.detach(), "outer_loss": total.detach()}
-    info.update({f"outer/{name}": value.detach() for name, value in terms.items()})
-    info.update({f"grad/{name}": g for name, g in meta_grads.items()})
+    info = _step_info(inner, total, terms, meta_grads)
     return (
         detach_tree(updated),
         detach_tree(new_opt_state),
@@ -239,7 +237,13 @@ def functional_bilevel_step(
     leaves = [python[i] if i in python else next(tensors) for i in range(structure["spec"].num_leaves)]
     new_opt_state = tree_unflatten(leaves, structure["spec"])
     new_meta_state = problem.meta_parameters.step(meta_state, meta_grads, lrs=meta_lrs)
-    info = {"inner_loss": inner, "outer_loss": total}
-    info.update({f"outer/{name}": value for name, value in terms.items()})
+    return updated, new_opt_state, new_meta_state, new_outer_state, _step_info(inner, total, terms, meta_grads)
+
+
+def _step_info(inner: Tensor, total: Tensor, terms: dict[str, Tensor], meta_grads: dict[str, Tensor]) -> dict[str, Tensor]:
+    """A bilevel step's per-member metrics: ``inner_loss``, ``outer_loss``, ``outer/<term>``, ``grad/<meta>``."""
+    info = {"inner_loss": inner.detach(), "outer_loss": total.detach()}
+    info.update({f"outer/{name}": value.detach() for name, value in terms.items()})
     info.update({f"grad/{name}": g for name, g in meta_grads.items()})
-    return updated, new_opt_state, new_meta_state, new_outer_state, info
+    return info
+
