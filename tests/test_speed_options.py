@@ -201,3 +201,19 @@ def test_updates_per_second_leaves_compile_time_out_and_reports_it(pen_human_roo
     assert summary["train_seconds"] + summary["compile_seconds"] <= summary["wall_seconds"]
     assert summary["updates_per_second"] == pytest.approx(20 / summary["train_seconds"])
     assert summary["train_seconds"] < 20 / 2  # at least 2 it/s on a loaded machine: the 3 s are not in it
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("members", [1, 2])
+def test_the_whole_compiled_aspc_iteration_equals_the_eager_one(float64, members):
+    """With real torch.compile, ASPC's meta-iterations are one graph too (nested torch.func.grad, the
+    meta-update and the target updates), with no graph break anywhere in the update: 100 iterations,
+    5 alpha steps, equal to the eager update (autograd's create_graph) to float64 rounding."""
+    from torch._dynamo.utils import counters
+
+    torch._dynamo.reset()
+    counters.clear()
+    eager, compiled = train_both("aspc", members, 100, torch.compile)
+    assert_same_training(eager, compiled, rtol=1e-9, atol=1e-11)
+    assert compiled["meta"]["updates"] == 5
+    assert not counters["graph_break"], dict(counters["graph_break"])

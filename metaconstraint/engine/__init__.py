@@ -7,6 +7,7 @@ from metaconstraint.engine.bilevel import (
     OuterContext,
     OuterLoss,
     bilevel_step,
+    cached_value,
     functional_bilevel_step,
     inner_step,
 )
@@ -24,6 +25,7 @@ __all__ = [
     "OuterLoss",
     "adam",
     "bilevel_step",
+    "cached_value",
     "detach_tree",
     "functional_bilevel_step",
     "inner_step",

@@ -34,13 +34,31 @@ InnerObjective = Callable[[Params, dict[str, Tensor], dict[str, Tensor], dict[st
 """``f(params, meta, batch, frozen) -> scalar`` for one member."""
 
 
+class cached_value:
+    """``functools.cached_property`` without its lock: computed on first read, then an instance
+    attribute. (Python 3.11's ``cached_property`` enters an ``RLock``, which ``torch.compile`` cannot
+    trace: every outer-context field would split a compiled meta-iteration into pieces.)"""
+
+    def __init__(self, compute: Callable[[Any], Any]):
+        self.compute, self.name, self.__doc__ = compute, compute.__name__, compute.__doc__
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
+
+    def __get__(self, instance: Any, owner: type | None = None) -> Any:
+        if instance is None:
+            return self
+        value = instance.__dict__[self.name] = self.compute(instance)
+        return value
+
+
 class OuterContext:
     """What every outer loss receives (one member's view).
 
     Generic fields: ``params`` (before the inner step), ``updated_params`` (after it),
     ``meta`` (name -> value, constant), ``batch``, ``frozen`` (other inputs held constant, e.g. a
     critic) and ``state`` (this loss's own persistent state). Subclasses add quantities computed
-    lazily and cached on first use (``functools.cached_property``), shared by every loss.
+    lazily and cached on first use (:class:`cached_value`), shared by every loss.
     """
 
     def __init__(self, params, updated_params, meta, batch, frozen, state=None):
