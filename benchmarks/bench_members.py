@@ -31,7 +31,7 @@ from metaconstraint.rl.buffer import MemberSampler, OfflineBuffer, StateNormaliz
 OBS, ACT = 45, 24
 
 
-def member_runner(name: str, alphas: list[float], seeds: int, compile: bool, buffer):
+def member_runner(name: str, alphas: list[float], seeds: int, compile: bool, buffer, warmup: int = 4):
     """One run of ``len(alphas) x seeds`` members (``alphas`` empty: seeds alone); returns ``run(n)``
     with its member count and the seconds its first calls spent compiling."""
     members = expand_members({"alpha": alphas} if alphas else {}, list(range(seeds)))
@@ -52,7 +52,7 @@ def member_runner(name: str, alphas: list[float], seeds: int, compile: bool, buf
             state, _ = algorithm.update(state, sampler, counter["it"])
 
     start = time.perf_counter()
-    run(40)  # warm-up: compiles (static, then symbolic step counts) and two full alpha cycles
+    run(warmup)  # compiles (static, then symbolic step counts)
     run.warmup_seconds = time.perf_counter() - start
     run.members = len(members)
     return run
@@ -67,19 +67,20 @@ def main() -> None:
     parser.add_argument("--member-iterations", type=int, default=40, help="iterations of the member runs per round")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--compile", action="store_true", help="the compiled update (the run option), as long runs use")
+    parser.add_argument("--warmup", type=int, default=4, help="iterations before timing (compiling happens in the first 2)")
     args = parser.parse_args()
 
     print(f"machine: {machine()}")
     buffer = OfflineBuffer(synthetic_transitions(OBS, ACT), StateNormalizer.identity(OBS))
     variants = {
-        "1 seed": (member_runner(args.algorithm, [], 1, args.compile, buffer), args.iterations),
-        f"{args.seeds} seeds": (member_runner(args.algorithm, [], args.seeds, args.compile, buffer), args.member_iterations),
+        "1 seed": (member_runner(args.algorithm, [], 1, args.compile, buffer, args.warmup), args.iterations),
+        f"{args.seeds} seeds": (member_runner(args.algorithm, [], args.seeds, args.compile, buffer, args.warmup), args.member_iterations),
         f"{len(args.alphas)} alphas x {args.seeds} seeds": (
-            member_runner(args.algorithm, args.alphas, args.seeds, args.compile, buffer), args.member_iterations
+            member_runner(args.algorithm, args.alphas, args.seeds, args.compile, buffer, args.warmup), args.member_iterations
         ),
     }
     for label, (run, _) in variants.items():
-        print(f"  {label}: {run.members} member(s), warm-up (40 iterations{', compiling' if args.compile else ''}) {run.warmup_seconds:.1f} s")
+        print(f"  {label}: {run.members} member(s), warm-up ({args.warmup} iterations{', compiling' if args.compile else ''}) {run.warmup_seconds:.1f} s")
     rates: dict[str, list[float]] = {label: [] for label in variants}
     for round_index in range(args.rounds):
         for label, (run, iterations) in variants.items():
