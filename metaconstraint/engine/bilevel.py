@@ -12,8 +12,9 @@ where ``OptStep`` is the policy's own optimizer written functionally (so Adam's 
 used). The outer losses :math:`\ell_j` see :math:`\phi` only as constants: they reach it through
 :math:`\tilde\theta(\phi)`. The step :math:`\tilde\theta` is then committed as the real update.
 
-Only meta-iterations (:func:`bilevel_step`) build the second-order graph; every other iteration is
-a first-order :func:`inner_step`. Nothing here knows about reinforcement learning: the inner
+Only meta-iterations (:func:`bilevel_step`, or :func:`functional_bilevel_step`, the same step
+written with nested ``torch.func.grad`` so that ``torch.compile`` traces it whole) build the
+second-order graph; every other iteration is a first-order :func:`inner_step`. Nothing here knows about reinforcement learning: the inner
 objective, the outer losses and the context they share are supplied by the caller.
 """
 
