@@ -77,11 +77,12 @@ def compile_wanted(run: RunConfig) -> bool:
 class RunLogger:
     """A sink for a run's records beside metrics.jsonl/csv (TensorBoard, W&B, MLflow, ...).
 
-    ``start`` gets the resolved config and the seed folders; ``log`` one record per seed (the rows
+    ``start`` gets the resolved config (with hyperparameter members, a list: each member's
+    config.toml) and the seed folders; ``log`` one record per seed (the rows
     written to metrics.jsonl, ``step`` included); ``finish`` the summaries.
     """
 
-    def start(self, config: dict[str, Any], seeds: list[int], directories: list[Path]) -> None: ...
+    def start(self, config: dict[str, Any] | list[dict[str, Any]], seeds: list[int], directories: list[Path]) -> None: ...
 
     def log(self, rows: list[dict[str, Any]]) -> None: ...
 
@@ -736,7 +737,7 @@ class Trainer:
         if self.progress:
             self.progress(start, None, None)
         for logger in self.loggers:
-            logger.start(self.resolved, self.seeds, self.directories)
+            logger.start(self.member_resolved if self.member_sweep else self.resolved, self.seeds, self.directories)
 
         def clock(iteration: int) -> None:
             """Book the iterations since ``train_clock``: their compiling apart from their training."""
