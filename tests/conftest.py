@@ -76,3 +76,14 @@ def shared_datasets() -> Path:
 def pen_human_root(tmp_path_factory) -> Path:
     """A temporary Minari root holding a small ``D4RL/pen/human-v2`` (5 episodes x 100 steps)."""
     return build_pen_human(tmp_path_factory.mktemp("pen_human_root"))
+
+
+@pytest.fixture
+def float64():
+    """torch's default dtype float64 for the test (equality checks to 1e-9 over many iterations)."""
+    import torch
+
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    yield
+    torch.set_default_dtype(previous)

@@ -31,14 +31,6 @@ SPEC = ProblemSpec(11, 3, 1.0, 1000)
 PEN = "D4RL/pen/human-v2"
 
 
-@pytest.fixture
-def float64():
-    previous = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    yield
-    torch.set_default_dtype(previous)
-
-
 def train(name: str, members, iterations: int, buffer, config: dict | None = None):
     """``iterations`` updates of ``members`` (a list of :class:`Member`) as one computation; returns the
     final state and the metrics of every iteration ``{name: (iterations, M)}``."""

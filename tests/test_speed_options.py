@@ -83,14 +83,6 @@ def test_a_failed_compilation_warns_and_trains_eagerly(float64):
     assert_same_training(eager, fallback, rtol=0, atol=0)
 
 
-@pytest.fixture
-def float64():
-    previous = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    yield
-    torch.set_default_dtype(previous)
-
-
 def traced_eagerly(fn, **_):
     """``torch.compile`` stand-in: runs ``fn`` eagerly but takes the branches the compiler traces
     (``torch.func.grad`` for gradients, Adam out of place), in seconds instead of a compile."""
