@@ -62,7 +62,10 @@ def assert_member_equals_alone(stacked, alone, k: int, rtol: float, atol: float)
         torch.testing.assert_close(state["meta"]["raw"][key][k], value[0], rtol=rtol, atol=atol, msg=f"meta {key}")
 
 
-SHORT = [("td3bc", "alpha", [0.3, 10.0], 60), ("aspc", "alpha", [1.0, 4.0], 40), ("rebrac", "actor_bc_coef", [0.1, 1.0], 20)]
+SHORT = [
+    ("td3bc", "alpha", [0.3, 10.0], 60), ("aspc", "alpha", [1.0, 4.0], 40), ("rebrac", "actor_bc_coef", [0.1, 1.0], 20),
+    ("aspc-iql", "beta", [1.0, 5.0], 40),
+]
 LONG = [("td3bc", "alpha", [0.3, 10.0], 300), ("aspc", "alpha", [1.0, 4.0], 200), ("iql", "beta", [1.0, 10.0], 100)]
 
 
@@ -87,7 +90,7 @@ def test_members_equal_separate_runs_seed_for_seed(float64, name, field, values,
         assert_member_equals_alone(stacked, alone, k, rtol=1e-9, atol=1e-11)
     # the members differ: the value matters (same seed, different values)
     assert not torch.allclose(stacked[0]["actor"]["w0"][0], stacked[0]["actor"]["w0"][2])
-    if name == "aspc":
+    if name.startswith("aspc"):
         assert stacked[0]["meta"]["updates"] == iterations // 20
 
 
