@@ -1,6 +1,6 @@
 """Where an update's time goes: torch.profiler over whole 20-iteration cycles, grouped by kind.
 
-For each algorithm (one seed, pen shapes, its default batch): wall time per iteration without the
+For each algorithm (one seed, or ``--members`` stacked seeds; pen shapes, its default batch): wall time per iteration without the
 profiler, and the profiler's self CPU time of every aten operator grouped into matrix products,
 LayerNorm, the optimizers (fused Adam and the target updates), other elementwise and reduction
 kernels, copies and indexing, random-number draws, and (compiled) the generated fused kernels.
@@ -54,8 +54,8 @@ def kind_of(name: str) -> str | None:
     return "elementwise / reductions"
 
 
-def profile_algorithm(name: str, cycles: int, threads: int, compiled: bool, table: bool) -> None:
-    run = package_runner(name, 1, 45, 24, compile=compiled)
+def profile_algorithm(name: str, cycles: int, threads: int, compiled: bool, table: bool, members: int = 1) -> None:
+    run = package_runner(name, members, 45, 24, compile=compiled)
     run(3 * CYCLE)  # warm-up (and compilation)
     iterations = cycles * CYCLE
     start = time.perf_counter()
@@ -71,7 +71,7 @@ def profile_algorithm(name: str, cycles: int, threads: int, compiled: bool, tabl
         grouped[kind_of(event.key)] += event.self_cpu_time_total / 1e6 / iterations
         counts += event.count
     operators = sum(grouped.values())
-    print(f"\n{name}{' (compiled)' if compiled else ''}, 1 seed, {threads} thread(s): {1 / wall:.1f} it/s "
+    print(f"\n{name}{' (compiled)' if compiled else ''}, {members} member(s), {threads} thread(s): {1 / wall:.1f} it/s "
           f"({wall * 1e3:.2f} ms/iteration without the profiler); {counts / iterations:.0f} operator calls per iteration")
     print("| kind | ms/iteration (profiled) | share of operator time |")
     print("|---|---|---|")
@@ -91,12 +91,14 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--compile", action="store_true", help="Profile the compiled update (the run option).")
     parser.add_argument("--table", action="store_true", help="Also print the profiler's operator table.")
+    parser.add_argument("--members", type=int, nargs="+", default=[1], help="Stacked members (seeds) profiled, e.g. 1 20.")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} thread(s), load average {os.getloadavg()[0]:.2f}")
     for name in args.algorithms:
-        profile_algorithm(name, args.cycles, torch.get_num_threads(), args.compile, args.table)
+        for members in args.members:
+            profile_algorithm(name, args.cycles, torch.get_num_threads(), args.compile, args.table, members)
 
 
 if __name__ == "__main__":

@@ -8,6 +8,8 @@
 
 Options are the flat keys of a run's ``config.toml`` (``steps``, ``seeds``, ``eval_every``,
 ``outer_losses``, ``objective``, ``alpha_lr``, ...), validated exactly as on the command line.
+``member_sweep={"alpha": [0.3, 1, 2.5, 10]}`` trains those values beside the seeds as one computation
+(members = values x seeds, one run folder each, ``seed<K>-alpha=<value>``).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import torch
 
 from metaconstraint.algorithms import Algorithm
 from metaconstraint.config import build_configs
+from metaconstraint.members import expand_members
 from metaconstraint.runs import MetricsLog
 from metaconstraint.training import Trainer
 
@@ -31,14 +34,21 @@ class Experiment:
     :func:`~metaconstraint.algorithms.define_algorithm`) or the class itself. Attributes after
     construction: ``algorithm`` (the built :class:`~metaconstraint.algorithms.Algorithm`, networks
     and config), ``config`` (its validated config), ``run`` (the run config), ``directories`` (one
-    run folder per seed); after :meth:`fit`: ``state`` (parameters, optimizer and meta states) and
+    run folder per member), ``members`` (seed, values, tag of each); after :meth:`fit`: ``state`` (parameters, optimizer and meta states) and
     ``summaries``.
     """
 
-    def __init__(self, algorithm: str | type[Algorithm], dataset: str, **options: Any):
+    def __init__(
+        self, algorithm: str | type[Algorithm], dataset: str, member_sweep: dict[str, list[Any]] | None = None, **options: Any
+    ):
         name = algorithm if isinstance(algorithm, str) else algorithm.name
         self.run, self.config = build_configs({"algorithm": name, "dataset": dataset, **options}, source="Experiment options")
-        self.trainer = Trainer(self.run, self.config, notify=lambda message: None)
+        members = None
+        if member_sweep:
+            seeds = [self.run.seed + i for i in range(self.run.seeds)]
+            members = expand_members({k: list(v) for k, v in member_sweep.items()}, seeds, self.run.tag)
+        self.trainer = Trainer(self.run, self.config, notify=lambda message: None, members=members)
+        self.members = self.trainer.members
         self.algorithm: Algorithm = self.trainer.algorithm
         self.directories: list[Path] = self.trainer.directories
         self.seeds: list[int] = self.trainer.seeds

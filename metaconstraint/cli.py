@@ -52,9 +52,9 @@ def _progress_callback(progress: Progress, task, total: int):
     return update
 
 
-def _train(values: dict, resume: bool, dry_run: bool = False) -> None:
+def _train(values: dict, resume: bool, dry_run: bool = False, member_sweep: dict | None = None, members: list | None = None) -> None:
     try:
-        _train_or_check(values, resume, dry_run)
+        _train_or_check(values, resume, dry_run, member_sweep, members)
     except KeyboardInterrupt:
         fail("interrupted; no new checkpoint was written (an earlier one, if any, is intact).", EXIT_INTERRUPTED)
 
@@ -87,8 +87,11 @@ def _announce_builtin(dataset: str) -> None:
         console.print(f"note: {note}.", markup=False, highlight=False)
 
 
-def _train_or_check(values: dict, resume: bool, dry_run: bool) -> None:
+def _train_or_check(values: dict, resume: bool, dry_run: bool, member_sweep: dict | None = None, members: list | None = None) -> None:
+    """``member_sweep`` (field -> values) makes members values x seeds; ``members`` (a resumed
+    run's) gives them as they were."""
     from metaconstraint.config import ConfigError, build_configs
+    from metaconstraint.members import expand_members
     from metaconstraint.objectives import ObjectiveError
     from metaconstraint.outer_losses import OuterLossError
     from metaconstraint.rl.data import DatasetError
@@ -109,12 +112,14 @@ def _train_or_check(values: dict, resume: bool, dry_run: bool) -> None:
 
     try:
         run, algorithm_config = build_configs(values, source="config file and flags")
+        if member_sweep:
+            members = expand_members(member_sweep, [run.seed + i for i in range(run.seeds)], run.tag)
         if dry_run:
-            _print_dry_run(validate_run(run, algorithm_config))
+            _print_dry_run(validate_run(run, algorithm_config, members))
             return
         _announce_builtin(run.dataset)
         with console.status(f"loading {run.dataset}"):
-            trainer = Trainer(run, algorithm_config, notify=notify)
+            trainer = Trainer(run, algorithm_config, notify=notify, members=members)
     except (ConfigError, DatasetError, DeviceError, ResumeError, ObjectiveError) as error:
         fail(str(error))
     except RunFolderError as error:
@@ -175,19 +180,20 @@ def _train_or_check(values: dict, resume: bool, dry_run: bool) -> None:
 
 def _print_summaries(summaries: list[dict], directories: list[Path]) -> None:
     table = Table(title="results")
-    for column in ("seed", "final score", "alpha", "updates/s"):
+    for column in ("member" if any("-" in d.name for d in directories) else "seed", "final score", "alpha", "updates/s"):
         table.add_column(column)
-    for summary in summaries:
+    for summary, directory in zip(summaries, directories):
         alpha = summary.get("final_alpha")
         table.add_row(
-            str(summary["seed"]),
+            directory.name.removeprefix("seed") if "-" in directory.name else str(summary["seed"]),
             f"{summary['final_score']:.1f}",
             "-" if alpha is None else f"{alpha:.3f}",
             f"{summary['updates_per_second']:.0f}",
         )
     console.print(table)
     for summary, directory in zip(summaries, directories):  # below the table: a column would cut long paths
-        console.print(f"seed {summary['seed']}: {directory}", markup=False, highlight=False, soft_wrap=True)
+        label = directory.name if "-" in directory.name else f"seed {summary['seed']}"
+        console.print(f"{label}: {directory}", markup=False, highlight=False, soft_wrap=True)
 
 
 @app.command()
@@ -197,6 +203,11 @@ def run(
     steps: Optional[int] = typer.Option(None, help="Training iterations (default 1,000,000)."),
     seed: Optional[int] = typer.Option(None, help="Seed (first seed with --seeds)."),
     seeds: Optional[int] = typer.Option(None, help="Number of seeds trained together (seed..seed+N-1)."),
+    member_sweep: Optional[list[str]] = typer.Option(
+        None, "--member-sweep", metavar="FIELD=V1,V2,...",
+        help="Train these values of a scalar hyperparameter beside the seeds, as one computation (members = values x "
+        "seeds, e.g. alpha=0.3,1,2.5,10); each member writes its run folder seed<K>-FIELD=V. Repeatable (every combination).",
+    ),
     eval_every: Optional[int] = typer.Option(None, help="Iterations between evaluations (default 5000)."),
     eval_episodes: Optional[int] = typer.Option(None, help="Episodes per evaluation (default 10)."),
     final_eval_episodes: Optional[int] = typer.Option(
@@ -268,17 +279,36 @@ def run(
         **tracker_values(logger, wandb_mode, wandb_project, mlflow_tracking_uri),
     }
     values.update({k: v for k, v in flags.items() if v is not None})
+    sweep = _member_sweep(member_sweep or [], values)
     if resume is not None:
-        _train(_resume_values(resume, values), resume=True, dry_run=dry_run)
+        if sweep:
+            fail("--resume continues a run with its own members: drop --member-sweep.")
+        saved, members = _resume_values(resume, values)
+        _train(saved, resume=True, dry_run=dry_run, members=members)
         return
     if "dataset" not in values:
         fail("no dataset given: use --dataset NAME (e.g. pen-human, or a Minari id such as D4RL/door/human-v2).")
-    _train(values, resume=False, dry_run=dry_run)
+    _train(values, resume=False, dry_run=dry_run, member_sweep=sweep)
 
 
-def _resume_values(run_dir: Path, given: dict) -> dict:
-    """The saved run's config; ``given`` (flags and config-file keys) must agree with it, except
-    ``device``. Exits when the run had finished."""
+def _member_sweep(specs: list[str], values: dict) -> dict:
+    """``--member-sweep`` specs -> field -> values; a field also set by a flag or the config file is an error."""
+    from metaconstraint.config import ConfigError
+    from metaconstraint.members import parse_member_sweep
+
+    try:
+        sweep = parse_member_sweep(specs)
+    except ConfigError as error:
+        fail(str(error))
+    both = sorted(set(sweep) & set(values))
+    if both:
+        fail(f"{', '.join(both)}: set by --member-sweep and by a flag or the config file; give it in one place.")
+    return sweep
+
+
+def _resume_values(run_dir: Path, given: dict) -> tuple[dict, list | None]:
+    """The saved run's config and its members (``None``: seeds of one config); ``given`` (flags and
+    config-file keys) must agree with the config, except ``device``. Exits when the run had finished."""
     from metaconstraint.config import ConfigError, build_configs, resolved_config
     from metaconstraint.rl.data import DatasetError, resolve_dataset_id
     from metaconstraint.training import RESUME_FREE_KEYS, ResumeError, plan_resume
@@ -313,7 +343,7 @@ def _resume_values(run_dir: Path, given: dict) -> dict:
     where = "from iteration 0 (no checkpoint yet)" if plan.iteration is None else f"from iteration {plan.iteration:,}"
     together = f"{', '.join(d.name for d in plan.directories)} together (one vectorised run) " if len(plan.directories) > 1 else ""
     errors.print(f"resuming {together}{where}", markup=False, highlight=False)
-    return {**saved, **{k: given[k] for k in RESUME_FREE_KEYS if k != "out" and k in given}}
+    return {**saved, **{k: given[k] for k in RESUME_FREE_KEYS if k != "out" and k in given}}, plan.members
 
 
 @app.command("resume")
@@ -322,7 +352,8 @@ def resume_command(
     device: Optional[str] = typer.Option(None, help="cpu, cuda, cuda:N (default: the run's)."),
 ) -> None:
     """Continue an interrupted run in its own folder (short for `run ALGORITHM --resume RUN_DIR`)."""
-    _train(_resume_values(run_dir, {} if device is None else {"device": device}), resume=True)
+    saved, members = _resume_values(run_dir, {} if device is None else {"device": device})
+    _train(saved, resume=True, members=members)
 
 
 @app.command("evaluate")

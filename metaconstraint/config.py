@@ -46,8 +46,8 @@ class RunConfig(BaseModel):
         "processes share the cores: oversubscribed threads make each iteration many times slower.",
     )
     compile: bool | None = Field(
-        None, description="torch.compile the update's first-order work (TD3-backbone methods, stacked seeds too; "
-        "meta-iterations stay eager). Default: on for runs of at least 50,000 iterations, where the 1-2 min of "
+        None, description="torch.compile the update (TD3-backbone methods, stacked seeds too; ASPC's meta-iterations "
+        "as a graph of their own). Default: on for runs of at least 50,000 iterations, where the 1-2 min of "
         "compiling has paid for itself many times (docs/performance.md); off for shorter ones.",
     )
     out: Path = Path("runs")

@@ -151,6 +151,73 @@ def run_cell(values: dict[str, Any], progress: ProgressFn | None = None) -> dict
     return trainer.fit(resume=resume)[0]
 
 
+# ----------------------------------------------------------------------------- packed cells
+PACKED = "packed"  # a job's key for the cells it trains as one vectorised computation
+
+
+def _pack_key(values: dict[str, Any]) -> tuple | None:
+    """Cells with equal keys differ only in their seed, tag and the scalar fields their algorithm can
+    vary between members; ``None`` for a cell that cannot be packed (unknown algorithm)."""
+    from metaconstraint.config import ConfigError, algorithm_class
+
+    try:
+        fields = set(algorithm_class(str(values["algorithm"])).member_fields)
+    except (ConfigError, KeyError):
+        return None
+    rest = {k: v for k, v in values.items() if k not in fields | {"seed", "tag"}}
+    return json.dumps(rest, sort_keys=True, default=str), tuple(sorted(f for f in fields if f in values))
+
+
+def pack_cells(cells: list[dict[str, Any]], indices: list[int], max_members: int | None = None) -> list[list[int]]:
+    """Group the cells ``indices`` that differ only in seed and member-varying scalars (e.g. td3bc's
+    ``alpha``): each group trains as one vectorised run (members = values x seeds), in order of first
+    appearance, at most ``max_members`` cells each (default: the run limit)."""
+    from metaconstraint.config import MAX_MEMBERS
+
+    limit = max_members or MAX_MEMBERS
+    groups: dict[Any, list[list[int]]] = {}
+    order: list[list[int]] = []
+    for index in indices:
+        key = _pack_key(cells[index])
+        chunks = groups.setdefault(key, []) if key is not None else None
+        if chunks is None or not chunks or len(chunks[-1]) >= limit:
+            chunk: list[int] = []
+            order.append(chunk)
+            if chunks is not None:
+                chunks.append(chunk)
+        else:
+            chunk = chunks[-1]
+        chunk.append(index)
+    return order
+
+
+def run_packed(cells: list[dict[str, Any]], progress: ProgressFn | None = None) -> list[dict[str, Any]]:
+    """Train cells that differ only in seed and member-varying scalars as one run whose members are
+    the cells; each writes its own run folder, exactly as :func:`run_cell` would. Returns their
+    summaries. The group resumes from its checkpoints when every folder has them, written by this
+    same group with the same configs; otherwise it starts afresh."""
+    from metaconstraint.config import algorithm_class, build_configs
+    from metaconstraint.members import Member, member_records
+    from metaconstraint.runs import checkpoint_paths
+    from metaconstraint.training import Trainer, _header
+
+    fields = [f for f in algorithm_class(cells[0]["algorithm"]).member_fields if f in cells[0]]
+    base = {k: v for k, v in cells[0].items() if k not in fields and k != "tag"}
+    run, algorithm_config = build_configs(base, source=f"grid cells {cell_name(cells[0])} and {len(cells) - 1} more")
+    members = [Member(int(c["seed"]), {f: c[f] for f in fields}, c.get("tag")) for c in cells]
+    trainer = Trainer(run, algorithm_config, progress=progress, members=members)
+    records = member_records(members) if trainer.member_sweep else None
+    resume = all(
+        checkpoint_paths(d) and _same_config(d, expected) and (_header(d) or {}).get("member_records") == records
+        for d, expected in zip(trainer.directories, trainer.member_resolved)
+    )
+    if not resume:
+        for directory in trainer.directories:
+            if (directory / "checkpoints").exists():
+                shutil.rmtree(directory / "checkpoints")  # another config's or another group's: never mix them
+    return trainer.fit(resume=resume)
+
+
 # ----------------------------------------------------------------------------- outcomes
 @dataclass
 class CellOutcome:
@@ -239,8 +306,15 @@ def execute_cell(values: dict[str, Any], progress: ProgressFn | None = None) -> 
     from metaconstraint.training import TrainingInterrupted
 
     start = time.perf_counter()
-    resumed_from = resume_point(values)
+    packed = values.get(PACKED)
+    resumed_from = resume_point(packed[0] if packed else values)
     try:
+        if packed:
+            summaries = run_packed(packed, progress)
+            seconds = time.perf_counter() - start
+            return {"status": "done", "seconds": seconds, "resumed_from": resumed_from, "cells": [
+                {"status": "done", "summary": summary, "seconds": seconds, "resumed_from": resumed_from} for summary in summaries
+            ]}
         summary = run_cell(values, progress)
     except TrainingInterrupted as error:
         return {"status": "interrupted", "error": str(error), "signal": error.signal_number,
@@ -454,6 +528,7 @@ class GridDisplay:
     tasks: dict[int, Any] = field(default_factory=dict)
     iterations: dict[int, int] = field(default_factory=dict)
     done: set[int] = field(default_factory=set)
+    finished_cells: int = 0
 
     def __enter__(self) -> "GridDisplay":
         from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
@@ -476,7 +551,7 @@ class GridDisplay:
         self.progress.__exit__(*exc)
 
     def _overall_text(self) -> str:
-        return f"[bold]grid[/] {len(self.done)}/{self.cells} runs"
+        return f"[bold]grid[/] {self.finished_cells}/{self.cells} runs"
 
     def update(self, index: int, name: str, total: int, iteration: int, score, alpha) -> None:
         if index in self.done:
@@ -493,12 +568,18 @@ class GridDisplay:
         self.iterations[index] = iteration
         self.progress.update(self.overall, completed=sum(self.iterations.values()))
 
-    def finish(self, index: int, total: int, outcome: CellOutcome) -> None:
+    def finish(self, index: int, total: int, outcomes: list[CellOutcome]) -> None:
+        """Job ``index`` ended: its cells' ``outcomes`` (one, or a packed job's members)."""
         self.done.add(index)
+        self.finished_cells += len(outcomes)
         if index in self.tasks:
             self.progress.remove_task(self.tasks.pop(index))
         self.iterations[index] = total
         self.progress.update(self.overall, completed=sum(self.iterations.values()), description=self._overall_text())
+        for outcome in outcomes:
+            self._print(outcome)
+
+    def _print(self, outcome: CellOutcome) -> None:
         if outcome.status == "failed":
             self.progress.console.print(f"[red]failed[/] {outcome.name}: {short_error(outcome.error)}", highlight=False)
         elif outcome.status == "interrupted":
@@ -532,10 +613,13 @@ def _report_prechecked(outcomes: list[CellOutcome | None], console) -> None:
             console.print(f"[red]failed[/] {outcome.name}: {short_error(outcome.error)}", highlight=False)
 
 
-def run_grid(cells: list[dict[str, Any]], workers: int | None = None, console=None, backend=None) -> list[CellOutcome]:
+def run_grid(
+    cells: list[dict[str, Any]], workers: int | None = None, console=None, backend=None, pack: bool = False
+) -> list[CellOutcome]:
     """Run every unfinished cell on ``backend`` (default: ``workers`` local processes); outcomes in
-    the cells' order. A SIGINT/SIGTERM stops the workers after their checkpoints and raises
-    :class:`GridInterrupted`; rerunning the grid resumes it."""
+    the cells' order. ``pack``: unfinished cells that differ only in seed and member-varying scalars
+    train as one vectorised job each (:func:`pack_cells`). A SIGINT/SIGTERM stops the workers after
+    their checkpoints and raises :class:`GridInterrupted`; rerunning the grid resumes it."""
     from rich.console import Console
 
     console = console or Console()
@@ -550,35 +634,50 @@ def run_grid(cells: list[dict[str, Any]], workers: int | None = None, console=No
     if not pending:
         return outcomes  # type: ignore[return-value]
 
-    console.print(backend.plan(len(pending)))
-    steps = {i: int(cells[i].get("steps", 1_000_000)) for i in pending}
+    groups = pack_cells(cells, pending) if pack else [[i] for i in pending]
+    jobs = {group[0]: group for group in groups}  # a job is known by its first cell's index
+    if len(groups) < len(pending):
+        console.print(f"{len(pending)} run(s) packed into {len(groups)} vectorised job(s) (members = values x seeds)")
+    console.print(backend.plan(len(groups)))
+    steps = {i: int(cells[i].get("steps", 1_000_000)) for i in jobs}
     where: dict[int, str] = {}
+
+    def job_values(group: list[int]) -> dict[str, Any]:
+        return cells[group[0]] if len(group) == 1 else {PACKED: [cells[i] for i in group]}
+
+    def job_name(group: list[int]) -> str:
+        return cell_name(cells[group[0]]) if len(group) == 1 else f"{cell_name(cells[group[0]])} +{len(group) - 1} members"
+
     with _driver_signals() as stop, GridDisplay(console, sum(steps.values()), len(pending)) as display:
-        for event in backend.execute([(i, cells[i]) for i in pending], stop):
+        for event in backend.execute([(i, job_values(group)) for i, group in jobs.items()], stop):
             kind, index = event[0], event[1]
             if kind == "started":
                 where[index] = event[2]
             elif kind == "progress":
-                display.update(index, cell_name(cells[index]), steps[index], *event[2:])
+                display.update(index, job_name(jobs[index]), steps[index], *event[2:])
             elif kind == "finished":
                 result = event[2]
-                directory = cell_directory(cells[index])
-                if result.get("files") and directory is not None:
-                    deliver_run_files(directory, result["files"])
-                outcome = CellOutcome(
-                    cells[index],
-                    result["status"],
-                    directory,
-                    summary=result.get("summary"),
-                    error=result.get("error"),
-                    traceback=result.get("traceback"),
-                    seconds=result.get("seconds", 0.0),
-                    node=result.get("node") or where.get(index),
-                    resumed_from=result.get("resumed_from", 0),
-                    note="not started" if result.get("not_started") else None,
-                )
-                outcomes[index] = outcome
-                display.finish(index, steps[index], outcome)
+                per_cell = result.get("cells") or [result] * len(jobs[index])
+                finished = []
+                for cell_index, cell_result in zip(jobs[index], per_cell):
+                    directory = cell_directory(cells[cell_index])
+                    if cell_result.get("files") and directory is not None:
+                        deliver_run_files(directory, cell_result["files"])
+                    outcome = CellOutcome(
+                        cells[cell_index],
+                        cell_result["status"],
+                        directory,
+                        summary=cell_result.get("summary"),
+                        error=cell_result.get("error"),
+                        traceback=cell_result.get("traceback"),
+                        seconds=cell_result.get("seconds", 0.0),
+                        node=result.get("node") or where.get(index),
+                        resumed_from=cell_result.get("resumed_from", 0),
+                        note="not started" if cell_result.get("not_started") else None,
+                    )
+                    outcomes[cell_index] = outcome
+                    finished.append(outcome)
+                display.finish(index, steps[index], finished)
     if stop.signal_number is not None or any(o is not None and o.status == "interrupted" for o in outcomes):
         for index in pending:
             if outcomes[index] is None:

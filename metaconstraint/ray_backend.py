@@ -71,7 +71,7 @@ def _run_task(index: int, values: dict[str, Any], sink, threads: int) -> dict[st
     import ray
     import torch
 
-    from metaconstraint.grid import cell_directory, execute_cell, read_run_files
+    from metaconstraint.grid import PACKED, cell_directory, execute_cell, read_run_files
 
     torch.set_num_threads(threads)
     node = ray.util.get_node_ip_address()
@@ -84,9 +84,10 @@ def _run_task(index: int, values: dict[str, Any], sink, threads: int) -> dict[st
     if result["status"] == "interrupted":
         raise RunInterrupted(result["error"])
     result["node"] = node
-    directory = cell_directory(values)
-    if result["status"] == "done" and directory is not None:
-        result["files"] = read_run_files(directory)
+    for cell, cell_result in zip(values.get(PACKED) or [values], result.get("cells") or [result]):
+        directory = cell_directory(cell)
+        if cell_result["status"] == "done" and directory is not None:
+            cell_result["files"] = read_run_files(directory)
     return result
 
 

@@ -22,12 +22,16 @@ A spec (validated by pydantic before anything runs)::
 
 A setting's runs live in ``seed<K>-<tag>`` folders, its tag naming the swept values
 (``alpha_lr=0.0001+alpha_interval=10``); the report labels its column ``algorithm (tag)``.
+
+Runs that differ only in their seed and in a scalar their algorithm can vary per member (td3bc's
+``alpha`` above; :mod:`metaconstraint.members`) are packed into one vectorised job each
+(``metaconstraint sweep --no-pack`` runs them one by one): td3bc at alpha in {2.5, 5.0} x 3 seeds
+is one process of 6 members. Each member still writes its own run folder, as a separate run would.
 """
 
 from __future__ import annotations
 
 import itertools
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,11 +39,11 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from metaconstraint.config import MAX_SEED, ConfigError, build_configs, format_validation_error, load_config_file
+from metaconstraint.members import values_tag
 
 # Keys a sweep sets itself (per cell, from its own dimensions or from the command line).
 RESERVED = {"algorithm", "dataset", "seed", "seeds", "tag", "out", "final_score_rule", "final_score_k"}
 MAX_RUNS = 100_000
-TAG_CHARACTER = re.compile(r"[^A-Za-z0-9_.=+-]")
 
 
 class AlgorithmEntry(BaseModel):
@@ -106,9 +110,7 @@ class Setting:
 
     @property
     def tag(self) -> str | None:
-        if not self.swept:
-            return None
-        return "+".join(f"{name}={_value_text(value)}" for name, value in self.swept.items())
+        return values_tag(self.swept)
 
     @property
     def label(self) -> str:
@@ -125,16 +127,6 @@ class SweepPlan:
     datasets: list[str]
     seeds: list[int]
     run: dict[str, Any]
-
-
-def _value_text(value: Any) -> str:
-    if isinstance(value, float):
-        text = repr(value)
-    elif isinstance(value, (list, tuple)):
-        text = ".".join(_value_text(v) for v in value)
-    else:
-        text = str(value)
-    return TAG_CHARACTER.sub("_", text)
 
 
 def parse_sweep(data: dict[str, Any], source: str = "sweep spec") -> SweepPlan:

@@ -135,14 +135,16 @@ class TrackerLogger:
         self.records: list[dict[str, Any]] = []  # per seed: run_id, step (the last step sent)
         self.directories: list[Path] = []
 
-    def start(self, config: dict[str, Any], seeds: list[int], directories: list[Path]) -> None:
+    def start(self, config: dict[str, Any] | list[dict[str, Any]], seeds: list[int], directories: list[Path]) -> None:
         self.directories = [Path(d) for d in directories]
         # A fresh run (no checkpoint: the trainer removed an earlier run's) starts new tracker runs.
         self.records = [_read_record(d, self.name) if _resumed(d) else {} for d in self.directories]
         with self._reported("start its run"):
             self.handles = []
-            for seed, directory, record in zip(seeds, self.directories, self.records):
-                handle, record["run_id"] = self._open({**config, "seed": seed, "seeds": 1}, seed, directory, record.get("run_id"))
+            # a list: each member's own config (hyperparameter members), else the run's, seed by seed
+            configs = config if isinstance(config, list) else [{**config, "seed": seed, "seeds": 1} for seed in seeds]
+            for seed, member_config, directory, record in zip(seeds, configs, self.directories, self.records):
+                handle, record["run_id"] = self._open(member_config, seed, directory, record.get("run_id"))
                 record.setdefault("step", 0)
                 self.handles.append(handle)
                 self._save(directory, record)

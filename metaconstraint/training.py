@@ -40,6 +40,8 @@ from metaconstraint.algorithms import Algorithm, AlgorithmConfig, ProblemSpec
 from metaconstraint.config import RunConfig, algorithm_class, build_configs, load_config_file, resolved_config, to_toml
 from metaconstraint.engine import member
 from metaconstraint.memory import check_batch_fits
+from metaconstraint.engine.compiled import compile_seconds
+from metaconstraint.members import Member, member_configs, member_records, members_from_records
 from metaconstraint.rl import data as data_module
 from metaconstraint.rl.buffer import MemberSampler, OfflineBuffer, StateNormalizer
 from metaconstraint.rl.evaluation import evaluate_returns
@@ -76,11 +78,12 @@ def compile_wanted(run: RunConfig) -> bool:
 class RunLogger:
     """A sink for a run's records beside metrics.jsonl/csv (TensorBoard, W&B, MLflow, ...).
 
-    ``start`` gets the resolved config and the seed folders; ``log`` one record per seed (the rows
+    ``start`` gets the resolved config (with hyperparameter members, a list: each member's
+    config.toml) and the seed folders; ``log`` one record per seed (the rows
     written to metrics.jsonl, ``step`` included); ``finish`` the summaries.
     """
 
-    def start(self, config: dict[str, Any], seeds: list[int], directories: list[Path]) -> None: ...
+    def start(self, config: dict[str, Any] | list[dict[str, Any]], seeds: list[int], directories: list[Path]) -> None: ...
 
     def log(self, rows: list[dict[str, Any]]) -> None: ...
 
@@ -365,7 +368,10 @@ class Trainer:
         progress: Callable | None = None,
         loggers: list[RunLogger] | None = None,
         notify: Callable[[str], None] | None = None,
+        members: list[Member] | None = None,
     ):
+        """``members``: the run's members (seed, config values, tag), e.g. from
+        :func:`~metaconstraint.members.expand_members`; default: seeds ``seed..seed+seeds-1`` of one config."""
         self.run = run
         from metaconstraint.trackers import make_loggers
 
@@ -375,14 +381,19 @@ class Trainer:
         self.device = resolve_device(run.device)
         if run.threads is not None:
             torch.set_num_threads(run.threads)
-        self.seeds = [run.seed + i for i in range(run.seeds)]
+        self.members = list(members) if members else [Member(run.seed + i, {}, run.tag) for i in range(run.seeds)]
+        self.seeds = [m.seed for m in self.members]
+        self.member_sweep = any(m.values for m in self.members)  # hyperparameter members beside the seeds
+        member_algorithm_configs, varied = member_configs(algorithm_class(run.algorithm), algorithm_config, self.members)
         self.progress = progress
         self.dataset, self.info, self._eval_env = open_dataset(run.dataset, len(self.seeds) * run.eval_episodes)
         check_batch_fits(getattr(algorithm_config, "batch_size", None), len(self.seeds), self.info, self.device)
         self.dataset_id = self.info.dataset_id
         self.directories = [
-            run_directory(run.out, run.algorithm, self.dataset_id, seed, run.tag) for seed in self.seeds
+            run_directory(run.out, run.algorithm, self.dataset_id, m.seed, m.tag) for m in self.members
         ]
+        if len(set(self.directories)) != len(self.directories):
+            raise RunFolderError(f"two members of this run would share a run folder: {[m.name for m in self.members]}.")
         for directory in self.directories:
             check_writable(directory)
         transitions = data_module.preprocess_rewards(
@@ -400,9 +411,16 @@ class Trainer:
         self.buffer = OfflineBuffer(transitions, self.normalizer, self.device)
         spec = ProblemSpec(self.info.observation_dim, self.info.action_dim, self.info.max_action, run.steps)
         self.algorithm: Algorithm = algorithm_class(run.algorithm)(algorithm_config, spec, len(self.seeds), self.device)
+        if varied:
+            self.algorithm.set_member_values(varied)
         if compile_wanted(run) and not self.algorithm.compile() and run.compile:
             self.notify(f"--compile: {run.algorithm} has no compiled form; it runs eagerly.")
         self.resolved = {**resolved_config(run, algorithm_config), "dataset": self.dataset_id}
+        # each member's config.toml: exactly the config of the separate run it stands for
+        self.member_resolved = [
+            {**resolved_config(run.model_copy(update={"seed": m.seed, "seeds": 1, "tag": m.tag}), c), "dataset": self.dataset_id}
+            for m, c in zip(self.members, member_algorithm_configs)
+        ]
         self.last_checkpoint: int | None = None
 
     # ----------------------------------------------------------------------------- evaluation
@@ -419,13 +437,13 @@ class Trainer:
         environment = environment_record()
         created = [d for d in self.directories if not d.exists()]
         try:
-            for seed, directory in zip(self.seeds, self.directories):
+            for config, directory in zip(self.member_resolved, self.directories):
                 directory.mkdir(parents=True, exist_ok=True)
                 remove_temporary_files(directory)
                 for stale in checkpoint_paths(directory):
                     stale.unlink()
                 (directory / "summary.json").unlink(missing_ok=True)
-                atomic_write_text(directory / "config.toml", to_toml({**self.resolved, "seed": seed, "seeds": 1}))
+                atomic_write_text(directory / "config.toml", to_toml(config))
                 atomic_write_json(directory / "environment.json", environment)
         except OSError as error:
             for directory in created:  # nothing half-written
@@ -433,7 +451,7 @@ class Trainer:
             raise RunFolderError(f"cannot create the run folder {directory}: {error.strerror or error}.") from None
 
     def _payload(self, k: int, iteration: int, state, generator_state, logs, timing, accumulator, rng) -> dict[str, Any]:
-        return {
+        payload = {
             "format": CHECKPOINT_FORMAT,
             "algorithm": self.run.algorithm,
             "dataset": self.dataset_id,
@@ -449,6 +467,9 @@ class Trainer:
             "rng": rng,
             "normalizer": {"mean": self.normalizer.mean.cpu(), "std": self.normalizer.std.cpu()},
         }
+        if self.member_sweep:  # which folders resume together, and each one's values
+            payload["member_records"] = member_records(self.members)
+        return payload
 
     def _checkpoint(self, iteration: int, state, sampler: MemberSampler, logs: list[MetricsLog], timing, accumulator) -> None:
         """Every seed folder's checkpoint, then pruning: the newest iteration all folders share
@@ -505,6 +526,8 @@ class Trainer:
             "steps": timing["iterations"],
             "wall_seconds": timing["wall_seconds"],
             "train_seconds": timing["train_seconds"],
+            "compile_seconds": timing.get("compile_seconds", 0.0),
+            # this session's training iterations over their time: no evaluation, no compiling
             "updates_per_second": timing["iterations_this_session"] / max(timing["train_seconds_this_session"], 1e-9),
             "meta_parameters": meta,
         }
@@ -531,6 +554,12 @@ class Trainer:
             raise ResumeError(
                 f"{where} is seed {payload['seed']} of a run of seeds {payload['members']}; this run trains "
                 f"seeds {self.seeds}."
+            )
+        expected = member_records(self.members) if self.member_sweep else None
+        if payload.get("member_records") != expected:
+            found = [m.name for m in members_from_records(payload.get("member_records") or [])] or "its seeds alone"
+            raise ResumeError(
+                f"{where} was trained with the members {found}; this run trains {[m.name for m in self.members]}."
             )
 
     def _check_state(self, path: Path, state: Any) -> None:
@@ -640,15 +669,16 @@ class Trainer:
         if found:
             step, quantity, members = found[0]
             seeds = [self.seeds[k] for k in members]
+            who = self._member_list(members)
             if quantity == guard.scale_name:
                 scale = self.algorithm.constraint_scale(state)
                 now = ", ".join(f"{float(scale[k]):.4g}" for k in members) if scale is not None else "?"
                 what = (
                     f"{quantity} left its sane range [alpha_min, alpha_max] = [{guard.scale_min:g}, {guard.scale_max:g}] "
-                    f"at iteration {step} ({_seed_list(seeds)}; now {now})"
+                    f"at iteration {step} ({who}; now {now})"
                 )
             else:
-                what = f"{quantity} became non-finite (NaN or Inf) at iteration {step} ({_seed_list(seeds)})"
+                what = f"{quantity} became non-finite (NaN or Inf) at iteration {step} ({who})"
             others = [f"{name} (from iteration {s})" for s, name, _ in found[1:4]]
             if others:
                 what += "; also " + ", ".join(others)
@@ -658,6 +688,11 @@ class Trainer:
         if broken:
             what += f". Non-finite now: {', '.join(broken[:4])}" + (f" and {len(broken) - 4} more" if len(broken) > 4 else "")
         return TrainingDiverged(f"training diverged: {what}. {kept} {advice}", quantity, step, seeds)
+
+    def _member_list(self, indices: list[int]) -> str:
+        if not self.member_sweep:
+            return _seed_list([self.seeds[k] for k in indices])
+        return ("member " if len(indices) == 1 else "members ") + ", ".join(self.members[k].name for k in indices)
 
     def fit(self, resume: bool = False) -> list[dict[str, Any]]:
         """Train to ``run.steps`` (from the newest checkpoint when ``resume``); returns the summaries.
@@ -691,6 +726,7 @@ class Trainer:
         else:
             start, state, logs, timing, accumulator = restored
         timing.update(iterations_this_session=0, train_seconds_this_session=0.0)
+        timing.setdefault("compile_seconds", 0.0)
         scores: list[list[dict[str, Any]]] = [
             [{"step": r["step"], "score": r["score"]} for r in log.records if "score" in r] for log in logs
         ]
@@ -699,13 +735,17 @@ class Trainer:
         session_start = time.perf_counter()
         wall_before = timing["wall_seconds"]
         train_clock = time.perf_counter()
+        compile_mark = compile_seconds()
         if self.progress:
             self.progress(start, None, None)
         for logger in self.loggers:
-            logger.start(self.resolved, self.seeds, self.directories)
+            logger.start(self.member_resolved if self.member_sweep else self.resolved, self.seeds, self.directories)
 
         def clock(iteration: int) -> None:
-            elapsed = time.perf_counter() - train_clock
+            """Book the iterations since ``train_clock``: their compiling apart from their training."""
+            compiling = compile_seconds() - compile_mark
+            elapsed = max(time.perf_counter() - train_clock - compiling, 0.0)
+            timing["compile_seconds"] += compiling
             timing["train_seconds"] += elapsed
             timing["train_seconds_this_session"] += elapsed
             timing["iterations_this_session"] += iteration - timing["iterations"]
@@ -750,7 +790,7 @@ class Trainer:
                         self._checkpoint(iteration, state, sampler, logs, timing, accumulator)
                     if self.progress:
                         self.progress(iteration, last_score, None if scale_values is None else float(scale_values.mean()))
-                    train_clock = time.perf_counter()
+                    train_clock, compile_mark = time.perf_counter(), compile_seconds()
                 if stop.signal_number is not None:
                     self._stop(stop.signal_number, iteration, guard, state, sampler, logs, timing, accumulator, clock)
         timing["wall_seconds"] = wall_before + time.perf_counter() - session_start
@@ -807,6 +847,7 @@ class ResumePlan:
     directories: list[Path]
     iteration: int | None
     finished: bool
+    members: list[Member] | None = None  # hyperparameter members trained together (None: seeds of one config)
 
 
 def _header(directory: Path) -> dict[str, Any] | None:
@@ -850,20 +891,29 @@ def plan_resume(run_dir: Path) -> ResumePlan:
     header = _header(Path(run_dir))
     members = [int(values.get("seed", 0))]
     iteration = None
+    hyper_members = None
     if header is not None:
         members = [int(s) for s in header.get("members", members)]
         iteration = int(header.get("iteration", 0))
-    values["seed"], values["seeds"] = members[0], len(members)
+        if header.get("member_records"):  # members with their own hyperparameters: the run's shared config
+            hyper_members = members_from_records(header["member_records"])
+            values = {**header["config"], "out": values["out"]}
     out = Path(values["out"])
-    directories = [run_directory(out, values["algorithm"], values["dataset"], s, values.get("tag")) for s in members]
+    if hyper_members is None:
+        values["seed"], values["seeds"] = members[0], len(members)
+        directories = [run_directory(out, values["algorithm"], values["dataset"], s, values.get("tag")) for s in members]
+        together = f"seeds {members}"
+    else:
+        directories = [run_directory(out, values["algorithm"], values["dataset"], m.seed, m.tag) for m in hyper_members]
+        together = f"the members {[m.name for m in hyper_members]}"
     missing = [str(d) for d in directories if not (d / "config.toml").is_file()]
     if missing:
         raise ResumeError(
-            f"{run_dir} was trained together with seeds {members} in one vectorised run, and they resume "
+            f"{run_dir} was trained together with {together} in one vectorised run, and they resume "
             f"together; the folder(s) {', '.join(missing)} are missing."
         )
     finished = all((d / "summary.json").is_file() for d in directories) and iteration == values.get("steps")
-    return ResumePlan(values, directories, iteration, finished)
+    return ResumePlan(values, directories, iteration, finished, hyper_members)
 
 
 def evaluate_run(run_dir: Path, episodes: int | None = None, device: str = "cpu") -> dict[str, Any]:
@@ -908,20 +958,24 @@ def evaluate_run(run_dir: Path, episodes: int | None = None, device: str = "cpu"
     }
 
 
-def validate_run(run: RunConfig, algorithm_config: AlgorithmConfig) -> dict[str, Any]:
+def validate_run(run: RunConfig, algorithm_config: AlgorithmConfig, members: list[Member] | None = None) -> dict[str, Any]:
     """Every check a run makes before it trains, without loading transitions or writing anything
     (``run --dry-run``). Returns the resolved config and the run folders it would write."""
     from metaconstraint.trackers import check_available
 
     device = resolve_device(run.device)
     check_available(run.loggers)
+    members = members or [Member(run.seed + i, {}, run.tag) for i in range(run.seeds)]
+    _, varied = member_configs(algorithm_class(run.algorithm), algorithm_config, members)
     _, info, _ = open_dataset(run.dataset, 1)
-    check_batch_fits(getattr(algorithm_config, "batch_size", None), run.seeds, info, device)
-    directories = [run_directory(run.out, run.algorithm, info.dataset_id, run.seed + i, run.tag) for i in range(run.seeds)]
+    check_batch_fits(getattr(algorithm_config, "batch_size", None), len(members), info, device)
+    directories = [run_directory(run.out, run.algorithm, info.dataset_id, m.seed, m.tag) for m in members]
     for directory in directories:
         check_writable(directory)
     spec = ProblemSpec(info.observation_dim, info.action_dim, info.max_action, run.steps)
-    algorithm_class(run.algorithm)(algorithm_config, spec, run.seeds, device)  # builds networks and losses, no weights
+    algorithm = algorithm_class(run.algorithm)(algorithm_config, spec, len(members), device)  # networks and losses, no weights
+    if varied:
+        algorithm.set_member_values(varied)
     return {
         "config": {**resolved_config(run, algorithm_config), "dataset": info.dataset_id},
         "directories": directories,

@@ -90,3 +90,14 @@ def offline(tmp_path, monkeypatch):
     monkeypatch.setattr(minari, "download_dataset", no_network)
     monkeypatch.setattr(socket, "create_connection", no_network)
     return tmp_path
+
+
+@pytest.fixture
+def float64():
+    """torch's default dtype float64 for the test (equality checks to 1e-9 over many iterations)."""
+    import torch
+
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    yield
+    torch.set_default_dtype(previous)

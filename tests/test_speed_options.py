@@ -1,6 +1,9 @@
 """Speed options of a run: ``--threads`` sets torch's thread count, is recorded, and is validated;
-``--compile`` trains the same networks as the eager update."""
+``--compile`` trains the same networks as the eager update, and its compile time stays out of
+``updates_per_second``."""
 
+import json
+import time
 import tomllib
 
 import pytest
@@ -83,14 +86,6 @@ def test_a_failed_compilation_warns_and_trains_eagerly(float64):
     assert_same_training(eager, fallback, rtol=0, atol=0)
 
 
-@pytest.fixture
-def float64():
-    previous = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    yield
-    torch.set_default_dtype(previous)
-
-
 def traced_eagerly(fn, **_):
     """``torch.compile`` stand-in: runs ``fn`` eagerly but takes the branches the compiler traces
     (``torch.func.grad`` for gradients, Adam out of place), in seconds instead of a compile."""
@@ -108,25 +103,13 @@ SMALL = {"a2pr": {"vae_hidden": 32}, "rebrac": {"batch_size": 64}}
 def train_both(name: str, members: int, iterations: int, compile_fn) -> tuple[dict, dict]:
     """``iterations`` updates of ``name`` eagerly and through ``compile()`` (with ``compile_fn`` as
     ``torch.compile``) from the same initial state and the same data streams."""
-    import numpy as np
-    from types import SimpleNamespace
+    from member_checks import synthetic_buffer
 
     from metaconstraint.algorithms import ALGORITHMS
     from metaconstraint.algorithms.base import ProblemSpec
-    from metaconstraint.rl.buffer import MemberSampler, OfflineBuffer, StateNormalizer
+    from metaconstraint.rl.buffer import MemberSampler
 
-    rng = np.random.default_rng(0)
-    n = 1000
-    data = SimpleNamespace(
-        observations=rng.standard_normal((n, 11), dtype=np.float32),
-        actions=rng.uniform(-1, 1, (n, 3)).astype(np.float32),
-        rewards=rng.standard_normal(n, dtype=np.float32),
-        next_observations=rng.standard_normal((n, 11), dtype=np.float32),
-        next_actions=rng.uniform(-1, 1, (n, 3)).astype(np.float32),
-        terminals=(rng.random(n) < 0.1).astype(np.float32),
-    )
-    buffer = OfflineBuffer(data, StateNormalizer.identity(11))
-    buffer.data = {k: v.to(torch.get_default_dtype()) for k, v in buffer.data.items()}
+    buffer = synthetic_buffer()
     states = []
     for compiled in (False, True):
         cls = ALGORITHMS[name]
@@ -176,3 +159,56 @@ def test_the_compiled_update_equals_the_eager_one(float64, name, members):
     iterations (20 actor steps, two alpha steps), step counts symbolic after the first recompile."""
     eager, compiled = train_both(name, members, 40, torch.compile)
     assert_same_training(eager, compiled, rtol=1e-9, atol=1e-11)
+
+
+def slow_compiler(seconds: float):
+    """``torch.compile`` stand-in whose first call of each function "compiles" for ``seconds`` (inside
+    torch.compile's own start/end callbacks, as Dynamo runs them) and then runs it eagerly."""
+    from torch._dynamo.callback import CallbackTrigger, callback_handler
+
+    def compile_fn(fn, **_):
+        compiled = []
+
+        def call(*args):
+            if not compiled:
+                with callback_handler.install_callbacks(CallbackTrigger.DYNAMO, "0/0"):
+                    time.sleep(seconds)
+                compiled.append(True)
+            return fn(*args)
+
+        return call
+
+    return compile_fn
+
+
+def test_updates_per_second_leaves_compile_time_out_and_reports_it(pen_human_root, monkeypatch, tmp_path):
+    """summary.json: ``compile_seconds`` holds the compiling (here 2 x 1.5 s, the critic and actor
+    graphs), ``train_seconds`` and ``updates_per_second`` only the training iterations."""
+    from metaconstraint import Experiment
+
+    monkeypatch.setenv("MINARI_DATASETS_PATH", str(pen_human_root))
+    monkeypatch.setenv("METACONSTRAINT_OFFLINE", "1")
+    with patch("torch.compile", slow_compiler(1.5)):
+        experiment = Experiment("td3bc", "D4RL/pen/human-v2", steps=20, eval_every=20, eval_episodes=1, compile=True, out=tmp_path)
+        summary = experiment.fit()[0]
+    assert summary == json.loads((experiment.directories[0] / "summary.json").read_text())
+    assert 3.0 <= summary["compile_seconds"] < 3.0 + 1.0
+    assert summary["train_seconds"] + summary["compile_seconds"] <= summary["wall_seconds"]
+    assert summary["updates_per_second"] == pytest.approx(20 / summary["train_seconds"])
+    assert summary["train_seconds"] < 20 / 2  # at least 2 it/s on a loaded machine: the 3 s are not in it
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("members", [1, 2])
+def test_the_whole_compiled_aspc_iteration_equals_the_eager_one(float64, members):
+    """With real torch.compile, ASPC's meta-iterations are one graph too (nested torch.func.grad, the
+    meta-update and the target updates), with no graph break anywhere in the update: 100 iterations,
+    5 alpha steps, equal to the eager update (autograd's create_graph) to float64 rounding."""
+    from torch._dynamo.utils import counters
+
+    torch._dynamo.reset()
+    counters.clear()
+    eager, compiled = train_both("aspc", members, 100, torch.compile)
+    assert_same_training(eager, compiled, rtol=1e-9, atol=1e-11)
+    assert compiled["meta"]["updates"] == 5
+    assert not counters["graph_break"], dict(counters["graph_break"])

@@ -44,6 +44,7 @@ def test_a_sweep_trains_one_tagged_setting_per_value_and_reports_each(tmp_path):
     assert result.exit_code == 0, result.output
     output = " ".join(result.output.split())  # rich wraps at the console width, wherever the tmp path ends
     assert "2 setting(s) x 1 dataset(s) x 1 seed(s) = 2 run(s)" in output
+    assert "2 run(s) packed into 1 vectorised job(s)" in output  # alpha varies per member: one computation
     assert f"done td3bc {PEN} seed0-alpha=2.5" in output
     for alpha in (2.5, 5.0):
         folder = out / "td3bc" / "dapg__pen__expert-v0" / f"seed0-alpha={alpha}"
@@ -123,3 +124,55 @@ def test_a_bad_spec_is_refused_before_anything_runs(tmp_path, body, message):
 def test_settings_whose_values_give_one_tag_are_refused():
     with pytest.raises(ConfigError, match="same run folder tag"):
         parse_sweep({"datasets": ["x"], "algorithms": {"aspc": {"sweep": {"outer_losses": [["l1", "l2"], ["l1.l2"]]}}}})
+
+
+def test_cells_differing_only_in_seed_and_a_member_scalar_are_packed():
+    from metaconstraint.grid import pack_cells
+
+    plan = parse_sweep({
+        "datasets": [PEN, "door-human"], "seeds": 2,
+        "algorithms": {"td3bc": {"sweep": {"alpha": [1, 2.5], "critic_lr": [1e-4, 3e-4]}}, "bc": {}, "aspc": {"sweep": {"alpha": [1, 4]}}},
+    })
+    cells = expand_sweep(plan, {"out": "o"})
+    groups = pack_cells(cells, list(range(len(cells))))
+    described = [sorted({(cells[i]["algorithm"], cells[i]["dataset"], cells[i].get("critic_lr")) for i in g}) for g in groups]
+    assert all(len(d) == 1 for d in described)  # one algorithm, dataset and critic_lr per group
+    sizes = {d[0]: len(g) for d, g in zip(described, groups)}
+    assert sizes[("td3bc", PEN, 1e-4)] == 4 and sizes[("aspc", "door-human", None)] == 4  # 2 alphas x 2 seeds
+    assert sizes[("bc", PEN, None)] == 2  # seeds alone
+    assert len(groups) == 2 * (2 + 1 + 1)
+    assert [len(g) for g in pack_cells(cells, list(range(len(cells))), max_members=3)].count(3) == 6
+
+
+@pytest.mark.slow
+def test_a_packed_sweep_writes_the_run_folders_of_the_unpacked_one(tmp_path):
+    """td3bc alpha in {1, 10} x 2 seeds: one vectorised job of 4 members; each folder's config.toml,
+    metrics and summary equal those of the same sweep run cell by cell (--no-pack)."""
+    spec = write(tmp_path / "sweep.toml", f"""
+        datasets = ["{PEN}"]
+        seeds = 2
+        [run]
+        steps = 60
+        eval_every = 30
+        eval_episodes = 1
+        [algorithms.td3bc.sweep]
+        alpha = [1, 10]
+    """)
+    packed, separate = tmp_path / "packed", tmp_path / "separate"
+    result = sweep(spec, packed, "--workers", "1")
+    assert result.exit_code == 0, result.output
+    assert "4 run(s) packed into 1 vectorised job(s)" in " ".join(result.output.split())
+    result = sweep(spec, separate, "--workers", "2", "--no-pack")
+    assert result.exit_code == 0, result.output
+    for name in ("seed0-alpha=1", "seed1-alpha=1", "seed0-alpha=10", "seed1-alpha=10"):
+        folders = [root / "td3bc" / "dapg__pen__expert-v0" / name for root in (packed, separate)]
+        configs = [tomllib.loads((f / "config.toml").read_text()) for f in folders]
+        assert {**configs[0], "out": None} == {**configs[1], "out": None}
+        rows = [[json.loads(line) for line in (f / "metrics.jsonl").read_text().splitlines()] for f in folders]
+        for row, own in zip(*rows, strict=True):
+            assert row.keys() == own.keys()
+            assert all(row[k] == pytest.approx(own[k], rel=1e-4, abs=1e-6) for k in row), name
+    grid = json.loads((packed / "grid.json").read_text())
+    assert sorted(c["status"] for c in grid["cells"]) == ["done"] * 4
+    result = sweep(spec, packed)
+    assert result.exit_code == 0 and "skipping 4 finished run(s)" in result.output

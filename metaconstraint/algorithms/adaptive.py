@@ -19,7 +19,9 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, field_validator
 
 from metaconstraint.algorithms.base import AlgorithmConfig
-from metaconstraint.engine import MetaParameter, MetaParameters, bilevel_step
+import torch
+
+from metaconstraint.engine import MetaParameter, MetaParameters, bilevel_step, functional_bilevel_step
 from metaconstraint.objectives import resolve_objective
 from metaconstraint.outer_losses import resolve_outer_losses
 
@@ -62,6 +64,12 @@ class AdaptiveScale:
     meta-parameter. The algorithm says when (``meta_interval``) and how (``scale_schedule``)."""
 
     meta_interval: int
+    scale_init_field: str  # the config field holding the scale's initial value (aspc: alpha, aspc-iql: beta)
+
+    def initial_meta_values(self) -> dict[str, list[float]]:
+        """The scale's initial value per member when members start from different values."""
+        values = self.member_values.get(self.scale_init_field)
+        return {} if values is None else {self.objective.scale_name: values}
 
     def scale_schedule(self) -> ScaleSchedule:
         raise NotImplementedError
@@ -94,6 +102,20 @@ class AdaptiveScale:
             self.problem, state["actor"], state["actor_opt"], state["meta"], batch, frozen, state["outer"], lr=lr
         )
         return {"actor_loss": info.pop("inner_loss"), **info}
+
+    def functional_meta_actor_step(self, state, batch, frozen: dict[str, Any], meta_lrs, lr: float | None = None):
+        """:meth:`meta_actor_step` in the form ``torch.compile`` traces whole (nested ``torch.func.grad``);
+        ``meta_lrs``: :meth:`meta_learning_rates`."""
+        state["actor"], state["actor_opt"], state["meta"], state["outer"], info = functional_bilevel_step(
+            self.problem, state["actor"], state["actor_opt"], state["meta"], batch, frozen, state["outer"], meta_lrs, lr=lr
+        )
+        return {"actor_loss": info.pop("inner_loss"), **info}
+
+    def meta_learning_rates(self, state) -> dict[str, torch.Tensor]:
+        """This meta-update's scheduled learning rates as 0-d tensors (inputs of a compiled graph, so
+        the decay does not recompile it)."""
+        rates = self.problem.meta_parameters.learning_rates(state["meta"])
+        return {name: torch.tensor(rate, device=self.device) for name, rate in rates.items()}
 
     def constraint_scale(self, state):
         return self.scale_values(state)[self.objective.scale_name]

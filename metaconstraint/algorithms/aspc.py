@@ -22,6 +22,7 @@ from pydantic import Field
 from metaconstraint.algorithms.adaptive import RELEASED_DECAY_STEPS, AdaptiveScale, AdaptiveScaleConfig, DecayHorizon, ScaleSchedule
 from metaconstraint.algorithms.base import register_algorithm
 from metaconstraint.algorithms.td3bc import TD3BC, TD3BCConfig
+from metaconstraint.engine.compiled import compiled_or_eager
 from metaconstraint.objectives import build_objective
 
 
@@ -42,6 +43,7 @@ class ASPCConfig(AdaptiveScaleConfig, TD3BCConfig):
 class ASPC(AdaptiveScale, TD3BC):
     name = "aspc"
     Config = ASPCConfig
+    scale_init_field = "alpha"  # varied between members, it is each member's initial value
 
     def build_objective(self):
         return build_objective(self.config.objective, actor=self.actor, critic=self.critic)
@@ -58,3 +60,13 @@ class ASPC(AdaptiveScale, TD3BC):
         if not self.is_meta_iteration(iteration):
             return super().update_actor(state, batch, iteration)
         return self.meta_actor_step(state, batch, self.frozen_inputs(state))
+
+    def meta_phase(self, state, batch, meta_lrs):
+        """A meta-iteration's actor phase for the compiler: the bilevel actor step (nested
+        ``torch.func.grad``), the meta-update and the target updates, one graph."""
+        metrics = self.functional_meta_actor_step(state, batch, self.frozen_inputs(state), meta_lrs)
+        self.update_targets(state)
+        return metrics
+
+    def compiled_meta_phase(self):
+        return compiled_or_eager(self.meta_phase)

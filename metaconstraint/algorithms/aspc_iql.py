@@ -60,6 +60,7 @@ class ASPCIQLConfig(AdaptiveScaleConfig, IQLConfig):
 class ASPCIQL(AdaptiveScale, IQL):
     name = "aspc-iql"
     Config = ASPCIQLConfig
+    scale_init_field = "beta"  # varied between members, it is each member's initial value
 
     def build_objective(self):
         if self.config.objective == "awr":

@@ -44,12 +44,43 @@ class Algorithm(ABC):
 
     name: ClassVar[str]
     Config: ClassVar[type[AlgorithmConfig]]
+    member_fields: ClassVar[tuple[str, ...]] = ()
+    """Scalar config fields that may take a different value in each member (:meth:`set_member_values`)."""
 
     def __init__(self, config: AlgorithmConfig, spec: ProblemSpec, num_members: int, device: torch.device):
         self.config = config
         self.spec = spec
         self.num_members = num_members
         self.device = device
+        self.member_values: dict[str, list[float]] = {}
+        self._member_tensors: dict[str, Tensor] = {}
+
+    def set_member_values(self, values: dict[str, list[float]]) -> None:
+        """Give each member its own value of scalar config fields (``{field: [value of member k]}``):
+        hyperparameter members, trained as one vectorised computation beside the seeds. Only
+        :attr:`member_fields` may vary; call before :meth:`init_state` and :meth:`compile`."""
+        unsupported = sorted(set(values) - set(self.member_fields))
+        if unsupported:
+            supported = ", ".join(self.member_fields) or "none"
+            raise ValueError(
+                f"{self.name} cannot vary {', '.join(unsupported)} between the members of one run (supported: "
+                f"{supported}); sweep it as separate runs instead."
+            )
+        for field_name, field_values in values.items():
+            if len(field_values) != self.num_members:
+                raise ValueError(f"{field_name}: {len(field_values)} values for {self.num_members} members.")
+        self.member_values = {k: [float(v) for v in vs] for k, vs in values.items()}
+        self._member_tensors = {
+            k: torch.tensor(vs, dtype=torch.get_default_dtype(), device=self.device) for k, vs in self.member_values.items()
+        }
+
+    def member_scalar(self, field_name: str) -> Tensor:
+        """The config field ``field_name`` per member, ``(M,)``: the members' own values where they
+        differ (:meth:`set_member_values`), else the config's value for all."""
+        values = self._member_tensors.get(field_name)
+        if values is not None:
+            return values
+        return torch.full((self.num_members,), float(getattr(self.config, field_name)), device=self.device)
 
     @abstractmethod
     def init_state(self, seeds: list[int]) -> dict[str, Any]: ...

@@ -113,6 +113,7 @@ class IQLConfig(PresetConfig):
 class IQL(Algorithm):
     name = "iql"
     Config = IQLConfig
+    member_fields = ("beta",)
     HIDDEN = (256, 256)
 
     def __init__(self, config, spec, num_members, device):
@@ -131,7 +132,10 @@ class IQL(Algorithm):
         return AWRObjective(self.actor, self.critic, max_weight=self.config.max_weight)
 
     def scale_values(self, state) -> dict[str, Tensor]:
-        return {"beta": torch.full((self.num_members,), self.config.beta, device=self.device)}
+        return {"beta": self.member_scalar("beta")}
+
+    def initial_meta_values(self) -> dict[str, list[float]]:
+        return {}
 
     def init_state(self, seeds):
         actor = init_members(self.actor, seeds, self.device, salt=1)
@@ -145,7 +149,7 @@ class IQL(Algorithm):
             "actor_opt": self.actor_optimizer.init(actor),
             "critic_opt": self.critic_optimizer.init(critic),
             "value_opt": self.value_optimizer.init(value),
-            "meta": self.problem.meta_parameters.init(self.num_members, self.device),
+            "meta": self.problem.meta_parameters.init(self.num_members, self.device, initial=self.initial_meta_values()),
             "outer": self.problem.init_outer_state(self.device),
         }
 

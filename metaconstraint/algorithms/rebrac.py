@@ -33,7 +33,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import torch
 from pydantic import Field
 from torch import Tensor
 
@@ -118,6 +117,7 @@ class ReBRACConfig(PresetConfig, TD3Config):
 class ReBRAC(TD3BC):
     name = "rebrac"
     Config = ReBRACConfig
+    member_fields = ("actor_bc_coef",)
 
     def build_objective(self):
         return ReBRACObjective(self.actor, self.critic)
@@ -129,4 +129,4 @@ class ReBRAC(TD3BC):
         return next_action_penalty(self.config.critic_bc_coef, next_actions, batch["next_actions"])
 
     def scale_values(self, state):
-        return {"beta": torch.full((self.num_members,), self.config.actor_bc_coef, device=self.device)}
+        return {"beta": self.member_scalar("actor_bc_coef")}

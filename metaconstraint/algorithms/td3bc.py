@@ -87,6 +87,7 @@ def gradient_step(member_loss, optimizer, params, opt_state, *inputs, num_member
 class TD3BC(Algorithm):
     name = "td3bc"
     Config = TD3BCConfig
+    member_fields = ("alpha",)
 
     def __init__(self, config, spec, num_members, device):
         super().__init__(config, spec, num_members, device)
@@ -97,16 +98,18 @@ class TD3BC(Algorithm):
         self.critic_optimizer = adam(config.critic_lr)
         self.problem = self.actor_problem(self.actor_optimizer)
         self._bootstrap = per_member(self._member_bootstrap, num_members)
-        self._critic_phase = self.critic_phase  # compile() replaces both by their compiled forms
+        self._critic_phase = self.critic_phase  # compile() replaces these by their compiled forms
         self._actor_phase = self.actor_phase
+        self._meta_phase = None  # compiled meta-iterations (adaptive methods); None: eager actor_phase
 
     def compile(self) -> bool:
         """Compile an iteration's first-order work with ``torch.compile`` as two graphs: the critic
         phase (target bootstrap, twin-critic step with its backward and Adam, the auxiliary networks)
         and the actor phase (first-order actor step, target updates). Gradients are then taken by
         ``torch.func.grad`` and Adam is written out of place, so forward, backward and optimizer fuse
-        into one graph each. Bilevel (meta) iterations stay eager: their second-order graph
-        differentiates through a gradient, which compiled graphs do not support.
+        into one graph each. Adaptive methods add a third graph, the whole meta-iteration's actor
+        phase (virtual step, meta-gradient, meta-update, commit, target updates), written with
+        nested ``torch.func.grad`` (:meth:`compiled_meta_phase`).
 
         The first step compiles with static step counts, the second recompiles with the optimizers'
         step counts symbolic (so bias corrections are graph inputs); shapes stay static. Where
@@ -114,7 +117,13 @@ class TD3BC(Algorithm):
         """
         self._critic_phase = compiled_or_eager(self.critic_phase)
         self._actor_phase = compiled_or_eager(self.actor_phase)
+        self._meta_phase = self.compiled_meta_phase()
         return True
+
+    def compiled_meta_phase(self):
+        """The compiled meta-iteration actor phase ``(state, batch, meta_lrs) -> metrics``, or ``None``
+        where there is none (fixed-scale methods)."""
+        return None
 
     # Hooks of the TD3-backbone methods (wPC, A2PR, ReBRAC override them).
     def build_objective(self):
@@ -138,7 +147,7 @@ class TD3BC(Algorithm):
             "target_critic": detach_tree({k: v.clone() for k, v in critic.items()}),
             "actor_opt": self.actor_optimizer.init(actor),
             "critic_opt": self.critic_optimizer.init(critic),
-            "meta": self.problem.meta_parameters.init(self.num_members, self.device),
+            "meta": self.problem.meta_parameters.init(self.num_members, self.device, initial=self.initial_meta_values()),
             "outer": self.problem.init_outer_state(self.device),
         }
 
@@ -179,7 +188,11 @@ class TD3BC(Algorithm):
 
     def scale_values(self, state) -> dict[str, Tensor]:
         """The constraint scale the actor objective reads this iteration, ``{name: (M,)}``."""
-        return {"alpha": torch.full((self.num_members,), self.config.alpha, device=self.device)}
+        return {"alpha": self.member_scalar("alpha")}
+
+    def initial_meta_values(self) -> dict[str, list[float]]:
+        """Per-member initial values of the learned meta-parameters where members differ (none here)."""
+        return {}
 
     def frozen_inputs(self, state) -> dict[str, Any]:
         """What the actor objective reads besides the actor (``frozen`` of the inner objective)."""
@@ -225,7 +238,9 @@ class TD3BC(Algorithm):
         batch.update(self.draw_noise(sampler, batch))
         metrics = self._critic_phase(state, batch, noise)
         if iteration % self.config.policy_freq == 0:
-            if self.is_meta_iteration(iteration):
+            if self.is_meta_iteration(iteration) and self._meta_phase is not None:
+                metrics.update(self._meta_phase(state, batch, self.meta_learning_rates(state)))
+            elif self.is_meta_iteration(iteration):
                 metrics.update(self.actor_phase(state, batch, iteration))
             else:
                 # first-order: the iteration number is not an input of the (compiled) actor phase

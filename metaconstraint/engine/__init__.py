@@ -8,6 +8,8 @@ from metaconstraint.engine.bilevel import (
     OuterLoss,
     OuterLossError,
     bilevel_step,
+    cached_value,
+    functional_bilevel_step,
     inner_step,
 )
 from metaconstraint.engine.members import member, per_member, stack_members
@@ -25,7 +27,9 @@ __all__ = [
     "OuterLossError",
     "adam",
     "bilevel_step",
+    "cached_value",
     "detach_tree",
+    "functional_bilevel_step",
     "inner_step",
     "inverse_softplus",
     "member",

@@ -12,8 +12,9 @@ where ``OptStep`` is the policy's own optimizer written functionally (so Adam's 
 used). The outer losses :math:`\ell_j` see :math:`\phi` only as constants: they reach it through
 :math:`\tilde\theta(\phi)`. The step :math:`\tilde\theta` is then committed as the real update.
 
-Only meta-iterations (:func:`bilevel_step`) build the second-order graph; every other iteration is
-a first-order :func:`inner_step`. Nothing here knows about reinforcement learning: the inner
+Only meta-iterations (:func:`bilevel_step`, or :func:`functional_bilevel_step`, the same step
+written with nested ``torch.func.grad`` so that ``torch.compile`` traces it whole) build the
+second-order graph; every other iteration is a first-order :func:`inner_step`. Nothing here knows about reinforcement learning: the inner
 objective, the outer losses and the context they share are supplied by the caller.
 """
 
@@ -24,6 +25,7 @@ from typing import Any, Callable, Sequence
 
 import torch
 from torch import Tensor
+from torch.utils._pytree import tree_flatten, tree_unflatten
 
 from metaconstraint.engine.members import per_member
 from metaconstraint.engine.meta import MetaParameters
@@ -33,13 +35,31 @@ InnerObjective = Callable[[Params, dict[str, Tensor], dict[str, Tensor], dict[st
 """``f(params, meta, batch, frozen) -> scalar`` for one member."""
 
 
+class cached_value:
+    """``functools.cached_property`` without its lock: computed on first read, then an instance
+    attribute. (Python 3.11's ``cached_property`` enters an ``RLock``, which ``torch.compile`` cannot
+    trace: every outer-context field would split a compiled meta-iteration into pieces.)"""
+
+    def __init__(self, compute: Callable[[Any], Any]):
+        self.compute, self.name, self.__doc__ = compute, compute.__name__, compute.__doc__
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
+
+    def __get__(self, instance: Any, owner: type | None = None) -> Any:
+        if instance is None:
+            return self
+        value = instance.__dict__[self.name] = self.compute(instance)
+        return value
+
+
 class OuterContext:
     """What every outer loss receives (one member's view).
 
     Generic fields: ``params`` (before the inner step), ``updated_params`` (after it),
     ``meta`` (name -> value, constant), ``batch``, ``frozen`` (other inputs held constant, e.g. a
     critic) and ``state`` (this loss's own persistent state). Subclasses add quantities computed
-    lazily and cached on first use (``functools.cached_property``), shared by every loss.
+    lazily and cached on first use (:class:`cached_value`), shared by every loss.
     """
 
     def __init__(self, params, updated_params, meta, batch, frozen, state=None):
@@ -221,9 +241,7 @@ def bilevel_step(
         name: torch.zeros_like(meta_raw[name]) if g is None else g for name, g in zip(meta_raw, meta_grads)
     }
     new_meta_state = problem.meta_parameters.step(meta_state, meta_grads)
-    info = {"inner_loss": inner.detach(), "outer_loss": total.detach()}
-    info.update({f"outer/{name}": value.detach() for name, value in terms.items()})
-    info.update({f"grad/{name}": g for name, g in meta_grads.items()})
+    info = _step_info(inner, total, terms, meta_grads)
     return (
         detach_tree(updated),
         detach_tree(new_opt_state),
@@ -231,3 +249,57 @@ def bilevel_step(
         detach_tree(new_outer_state),
         info,
     )
+
+
+def functional_bilevel_step(
+    problem: BilevelProblem,
+    params: Params,
+    opt_state: dict[str, Any],
+    meta_state: dict[str, Any],
+    batch: dict[str, Tensor],
+    frozen: dict[str, Any],
+    outer_state: dict[str, Any],
+    meta_lrs: dict[str, Tensor],
+    lr: float | None = None,
+) -> tuple[Params, dict[str, Any], dict[str, Any], dict[str, Any], dict[str, Tensor]]:
+    """:func:`bilevel_step` written with ``torch.func.grad`` of ``torch.func.grad`` instead of
+    ``autograd.grad(create_graph=True)``, so that ``torch.compile`` traces the whole meta-iteration
+    (virtual step, meta-gradient, meta-update, commit) into one graph. ``meta_lrs``: each
+    meta-parameter's learning rate for this update as a 0-d tensor (a graph input, so the decaying
+    schedule does not recompile). Same returns as :func:`bilevel_step`; equal to it to float rounding.
+    """
+    member_objective = per_member(problem.inner_objective, problem.num_members)
+    member_outer = per_member(_outer_objective(problem), problem.num_members)
+    structure: dict[str, Any] = {}  # the optimizer state's layout and Python leaves (step counts): aux holds tensors only
+
+    def outer_total(meta_raw):
+        meta = MetaParameters.values(meta_raw)
+
+        def inner_total(p):
+            loss = member_objective(p, meta, batch, frozen)
+            return loss.sum(), loss
+
+        grads, inner = torch.func.grad(inner_total, has_aux=True)(params)
+        updated, new_opt_state = problem.optimizer.step(grads, opt_state, params, lr=lr, differentiable=True)
+        total, terms, new_outer_state = member_outer(params, updated, detach_tree(meta), batch, frozen, outer_state)
+        leaves, structure["spec"] = tree_flatten(new_opt_state)
+        structure["python"] = {i: leaf for i, leaf in enumerate(leaves) if not isinstance(leaf, Tensor)}
+        tensors = [leaf for leaf in leaves if isinstance(leaf, Tensor)]
+        return total.sum(), (inner, total, terms, new_outer_state, updated, tensors)
+
+    meta_grads, aux = torch.func.grad(outer_total, has_aux=True)(meta_state["raw"])
+    inner, total, terms, new_outer_state, updated, tensors = detach_tree(aux)
+    python, tensors = structure["python"], iter(tensors)
+    leaves = [python[i] if i in python else next(tensors) for i in range(structure["spec"].num_leaves)]
+    new_opt_state = tree_unflatten(leaves, structure["spec"])
+    new_meta_state = problem.meta_parameters.step(meta_state, meta_grads, lrs=meta_lrs)
+    return updated, new_opt_state, new_meta_state, new_outer_state, _step_info(inner, total, terms, meta_grads)
+
+
+def _step_info(inner: Tensor, total: Tensor, terms: dict[str, Tensor], meta_grads: dict[str, Tensor]) -> dict[str, Tensor]:
+    """A bilevel step's per-member metrics: ``inner_loss``, ``outer_loss``, ``outer/<term>``, ``grad/<meta>``."""
+    info = {"inner_loss": inner.detach(), "outer_loss": total.detach()}
+    info.update({f"outer/{name}": value.detach() for name, value in terms.items()})
+    info.update({f"grad/{name}": g for name, g in meta_grads.items()})
+    return info
+

@@ -69,10 +69,22 @@ class MetaParameters:
     def __len__(self) -> int:
         return len(self.parameters)
 
-    def init(self, num_members: int, device: torch.device | str = "cpu", dtype: torch.dtype | None = None):
-        """``dtype``: default ``torch.get_default_dtype()``."""
+    def init(
+        self,
+        num_members: int,
+        device: torch.device | str = "cpu",
+        dtype: torch.dtype | None = None,
+        initial: dict[str, Sequence[float]] | None = None,
+    ):
+        """``dtype``: default ``torch.get_default_dtype()``; ``initial``: per-member initial values
+        (``name -> M values``) instead of the parameters' common ``init``."""
+        initial = initial or {}
         raw = {
-            name: torch.full((num_members,), inverse_softplus(p.init), device=device, dtype=dtype)
+            name: (
+                torch.tensor([inverse_softplus(v) for v in initial[name]], device=device, dtype=dtype or torch.get_default_dtype())
+                if name in initial
+                else torch.full((num_members,), inverse_softplus(p.init), device=device, dtype=dtype)
+            )
             for name, p in self.parameters.items()
         }
         opt = {name: self._optimizers[name].init({"rho": raw[name]}) for name in raw}
@@ -83,14 +95,20 @@ class MetaParameters:
         """``{name: softplus(rho)}``; differentiable in ``raw``."""
         return {name: F.softplus(rho) for name, rho in raw.items()}
 
-    def step(self, state: dict[str, Any], grads: dict[str, Tensor]) -> dict[str, Any]:
-        """One Adam step on every raw value with its scheduled learning rate."""
+    def learning_rates(self, state: dict[str, Any]) -> dict[str, float]:
+        """The scheduled learning rate of each meta-parameter's next update."""
+        return {name: p.lr_at(state["updates"]) for name, p in self.parameters.items()}
+
+    def step(self, state: dict[str, Any], grads: dict[str, Tensor], lrs: dict[str, Any] | None = None) -> dict[str, Any]:
+        """One Adam step on every raw value with its scheduled learning rate (``lrs``: given, e.g.
+        as tensors to a compiled graph)."""
         k = state["updates"]
+        lrs = lrs if lrs is not None else self.learning_rates(state)
         raw, opt = {}, {}
         with torch.no_grad():
             for name, p in self.parameters.items():
                 new, opt[name] = self._optimizers[name].step(
-                    {"rho": grads[name]}, state["opt"][name], {"rho": state["raw"][name]}, lr=p.lr_at(k)
+                    {"rho": grads[name]}, state["opt"][name], {"rho": state["raw"][name]}, lr=lrs[name]
                 )
                 raw[name] = new["rho"]
         return {"raw": raw, "opt": opt, "updates": k + 1}

@@ -51,7 +51,7 @@ def sgd(lr: float, momentum: float = 0.0) -> Optimizer:
 
     default_lr = lr
 
-    def step(grads: Params, state: OptState, params: Params, lr: float | None = None):
+    def step(grads: Params, state: OptState, params: Params, lr: float | Tensor | None = None, differentiable: bool | None = None):
         eta = lr if lr is not None else default_lr
         if momentum:
             first = state["count"] == 0
@@ -83,8 +83,10 @@ def adam(lr: float, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8
         \theta_{t+1} = \theta_t - \frac{\eta}{1-\beta_1^t}\,
             \frac{m_t}{\sqrt{v_t}/\sqrt{1-\beta_2^t} + \epsilon}
 
-    When any input requires grad (a virtual step), the update is written out of place with a
-    NaN-safe square root; otherwise it runs in place in ``torch._fused_adam_`` (donated buffers).
+    When any input requires grad (a virtual step), or ``differentiable`` says so (a virtual step
+    under ``torch.func.grad``), the update is written out of place with a NaN-safe square root;
+    otherwise it runs in place in ``torch._fused_adam_`` (donated buffers). ``lr`` may be a tensor
+    (a learning rate that changes between calls of a compiled graph without recompiling it).
     """
     beta1, beta2 = betas
     default_lr = lr
@@ -96,7 +98,7 @@ def adam(lr: float, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8
             "exp_avg_sq": {k: torch.zeros_like(p) for k, p in params.items()},
         }
 
-    def step(grads: Params, state: OptState, params: Params, lr: float | None = None):
+    def step(grads: Params, state: OptState, params: Params, lr: float | Tensor | None = None, differentiable: bool | None = None):
         eta = lr if lr is not None else default_lr
         t = state["count"] + 1
         step_size = eta / (1.0 - beta1**t)
@@ -106,8 +108,9 @@ def adam(lr: float, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8
         m_old = [state["exp_avg"][k] for k in keys]
         v_old = [state["exp_avg_sq"][k] for k in keys]
         p_old = [params[k] for k in keys]
-        differentiable = torch.is_grad_enabled() and any(x.requires_grad for x in g + p_old)
-        if differentiable or torch.compiler.is_compiling():
+        if differentiable is None:  # torch.func transforms say so explicitly: their tensors do not require grad
+            differentiable = torch.is_grad_enabled() and any(x.requires_grad for x in g + p_old)
+        if differentiable or torch.compiler.is_compiling() or isinstance(eta, Tensor):
             # compiled: out of place too, the compiler fuses each parameter's update into one kernel
             sqrt = _safe_sqrt if differentiable else torch.sqrt
             m = [beta1 * mi + (1.0 - beta1) * gi for mi, gi in zip(m_old, g)]

@@ -11,11 +11,9 @@ objective, whose ``at_updated(ctx)`` is L1).
 
 from __future__ import annotations
 
-from functools import cached_property
-
 from torch import Tensor
 
-from metaconstraint.engine import OuterContext
+from metaconstraint.engine import OuterContext, cached_value
 from metaconstraint.rl.networks import Network, q1
 
 
@@ -28,31 +26,31 @@ class PolicyContext(OuterContext):
         self.critic = critic
         self.objective = objective
 
-    @cached_property
+    @cached_value
     def policy_actions(self) -> Tensor:
         return self.actor.apply(self.params, self.batch["observations"])
 
-    @cached_property
+    @cached_value
     def updated_policy_actions(self) -> Tensor:
         return self.actor.apply(self.updated_params, self.batch["observations"])
 
-    @cached_property
+    @cached_value
     def q_policy(self) -> Tensor:
         return q1(self.critic, self.frozen["critic"], self.batch["observations"], self.policy_actions)
 
-    @cached_property
+    @cached_value
     def q_updated(self) -> Tensor:
         return q1(self.critic, self.frozen["critic"], self.batch["observations"], self.updated_policy_actions)
 
-    @cached_property
+    @cached_value
     def q_change(self) -> Tensor:
         return self.q_updated.mean() - self.q_policy.mean()
 
-    @cached_property
+    @cached_value
     def bc_error(self) -> Tensor:
         return (self.policy_actions - self.batch["actions"]).pow(2).mean(-1)
 
-    @cached_property
+    @cached_value
     def updated_bc_error(self) -> Tensor:
         return (self.updated_policy_actions - self.batch["actions"]).pow(2).mean(-1)
 
