@@ -39,6 +39,7 @@ from torch import Tensor
 from metaconstraint.algorithms import Algorithm, AlgorithmConfig, ProblemSpec
 from metaconstraint.config import RunConfig, algorithm_class, build_configs, load_config_file, resolved_config, to_toml
 from metaconstraint.engine import member
+from metaconstraint.engine.gemm import set_gemm
 from metaconstraint.rl import data as data_module
 from metaconstraint.rl.buffer import MemberSampler, OfflineBuffer, StateNormalizer
 from metaconstraint.rl.evaluation import evaluate_returns
@@ -61,7 +62,7 @@ from metaconstraint.runs import (
 
 CHECKPOINT_FORMAT = 1
 TRACKER_KEYS = ("loggers", "wandb_mode", "wandb_project", "mlflow_tracking_uri")
-RESUME_FREE_KEYS = ("out", "device", "threads", "compile", *TRACKER_KEYS)  # may differ between a checkpoint and the run resuming it
+RESUME_FREE_KEYS = ("out", "device", "threads", "compile", "gemm", *TRACKER_KEYS)  # may differ between a checkpoint and the run resuming it
 
 
 COMPILE_FROM_STEPS = 50_000  # runs this long compile by default: compiling (1-2 min) is repaid within ~10k iterations
@@ -374,6 +375,7 @@ class Trainer:
         self.device = resolve_device(run.device)
         if run.threads is not None:
             torch.set_num_threads(run.threads)
+        set_gemm(run.gemm or "default")
         self.seeds = [run.seed + i for i in range(run.seeds)]
         self.progress = progress
         self.dataset, self.info, self._eval_env = open_dataset(run.dataset, len(self.seeds) * run.eval_episodes)

@@ -75,6 +75,8 @@ def matmul(a: Tensor, b: Tensor) -> Tensor:
     """``a @ b`` for ``a (..., m, k)`` and ``b (..., k, n)`` (leading dimensions broadcast)."""
     if _mode["mode"] == "default" or not _routable(a, b):
         return a @ b
+    if _mode["mode"] == "auto" and not torch.compiler.is_compiling() and not _pays(a, b):
+        return a @ b
     if torch.compiler.is_compiling():
         # compiled graphs keep aten's products; GemmGraphPass reroutes them after differentiation
         # (Dynamo mis-traces custom Functions under torch.func.grad)
@@ -159,6 +161,21 @@ def _kernel(a: Tensor, b: Tensor) -> str:
     if _mode["mode"] == "onednn":
         return "onednn"
     return _probe((int(a.shape[0]), int(a.shape[1]), int(b.shape[1]), _transposed(a), _transposed(b)))
+
+
+def _slice_key(a: Tensor, b: Tensor) -> tuple:
+    """The probe key of the 2-D products :func:`_product` runs for ``a @ b``."""
+    if b.dim() == 2 and a.dim() > 2 and a.is_contiguous():
+        return (a.numel() // a.shape[-1], a.shape[-1], b.shape[-1], False, _transposed(b))
+    return (a.shape[-2], a.shape[-1], b.shape[-1], _transposed(a), _transposed(b))
+
+
+def _pays(a: Tensor, b: Tensor) -> bool:
+    """``auto``: whether oneDNN wins any of the three products of ``a @ b`` (forward, and the
+    backward's ``grad b^T`` and ``a^T grad``); if none, ``a @ b`` stays on aten with no wrapper."""
+    m, k, n, a_transposed, b_transposed = _slice_key(a, b)
+    keys = ((m, k, n, a_transposed, b_transposed), (m, n, k, False, not b_transposed), (k, m, n, not a_transposed, False))
+    return any(_probe(tuple(int(v) for v in key)) == "onednn" for key in keys)
 
 
 def _product(a: Tensor, b: Tensor) -> Tensor:
