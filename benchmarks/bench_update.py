@@ -146,21 +146,11 @@ class GemmReplay:
                 routed = onednn_replay(func, args)
                 if routed is not None:
                     kernels.append(routed)
-                self.best_calls.append(min(kernels, key=lambda kernel: _best_time(kernel, 3)))
+                self.best_calls.append(min(kernels, key=lambda kernel: gemm.best_time(kernel, 3)))
         start = time.perf_counter()
         for kernel in self.best_calls:
             kernel()
         return (time.perf_counter() - start) / self.iterations
-
-
-def _best_time(fn, repeats: int) -> float:
-    fn()
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - start)
-    return best
 
 
 def onednn_replay(func, args):
@@ -182,9 +172,9 @@ def onednn_replay(func, args):
 def peak_gemm(size: int, repeats: int = 5) -> dict[str, float]:
     """GFLOP/s of one square float32 product on aten's kernel (MKL) and on oneDNN's."""
     a, b = torch.randn(size, size), torch.randn(size, size)
-    rates = {"aten": 2.0 * size**3 / _best_time(lambda: torch.mm(a, b), repeats) / 1e9}
+    rates = {"aten": 2.0 * size**3 / gemm.best_time(lambda: torch.mm(a, b), repeats) / 1e9}
     if gemm.onednn_available():
-        rates["onednn"] = 2.0 * size**3 / _best_time(lambda: torch.ops.metaconstraint.onednn_mm(a, b), repeats) / 1e9
+        rates["onednn"] = 2.0 * size**3 / gemm.best_time(lambda: torch.ops.metaconstraint.onednn_mm(a, b), repeats) / 1e9
     return rates
 
 
@@ -387,6 +377,11 @@ def main() -> None:
         if (name, 1) in replays:
             print(f"\nanalytic count from the layer shapes, {name}: {analytic_flops(obs, act, 256, meta) / 1e9:.3f} GFLOP/iter "
                   f"(recorded: {replays[(name, 1)].flops / 1e9:.3f})")
+    if gemm.choices():
+        chosen = gemm.choices()
+        onednn = sorted(key for key, kernel in chosen.items() if kernel == "onednn")
+        print(f"\ngemm auto: {len(chosen)} product shapes probed, oneDNN kept for {len(onednn)}: "
+              + ", ".join(f"{m}x{k}x{n}{'T' if ta else ''}{'T' if tb else ''}" for m, k, n, ta, tb in onednn))
     threads = torch.get_num_threads()
     for key in runners:
         if key[1] > 1:

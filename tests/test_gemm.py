@@ -15,18 +15,23 @@ pytestmark = pytest.mark.skipif(not gemm.onednn_available(), reason="this torch 
 OBS, ACT, BATCH = 11, 3, 64
 
 
+def count_calls(monkeypatch, name: str) -> dict:
+    """Replace ``gemm.<name>`` by a wrapper counting its calls; the count as ``{"n": ...}``."""
+    calls = {"n": 0}
+    original = getattr(gemm, name)
+
+    def counted(*args):
+        calls["n"] += 1
+        return original(*args)
+
+    monkeypatch.setattr(gemm, name, counted)
+    return calls
+
+
 @pytest.fixture
 def onednn_calls(monkeypatch):
     """Counts the 2-D products that ran through oneDNN (eager path)."""
-    calls = {"n": 0}
-    kernel = gemm._onednn_2d
-
-    def counted(a, b):
-        calls["n"] += 1
-        return kernel(a, b)
-
-    monkeypatch.setattr(gemm, "_onednn_2d", counted)
-    yield calls
+    yield count_calls(monkeypatch, "_onednn_2d")
     gemm.set_gemm("default")
 
 
@@ -133,14 +138,7 @@ def test_other_devices_and_dtypes_keep_torch_matmul(onednn_calls):
 
 
 def test_auto_times_each_product_shape_once_and_agrees(monkeypatch):
-    timings = {"n": 0}
-    timer = gemm._time
-
-    def counted(fn, repeats):
-        timings["n"] += 1
-        return timer(fn, repeats)
-
-    monkeypatch.setattr(gemm, "_time", counted)
+    timings = count_calls(monkeypatch, "best_time")
     monkeypatch.setattr(gemm, "_choice", {})
     actor, _, actor_params, _ = networks()
     states, _ = batch()

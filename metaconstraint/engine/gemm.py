@@ -125,7 +125,8 @@ def _(a: Tensor, b: Tensor) -> Tensor:
     return a.new_empty(a.shape[0], a.shape[1], b.shape[2])
 
 
-def _time(fn, repeats: int) -> float:
+def best_time(fn, repeats: int) -> float:
+    """The fastest of ``repeats`` calls of ``fn`` after one warm-up call, in seconds."""
     fn()
     best = float("inf")
     for _ in range(repeats):
@@ -150,8 +151,8 @@ def _probe(key: tuple) -> str:
     with unset_fake_temporarily(), torch._C._DisableFuncTorch(), torch.no_grad():
         x, y = _operand(rows, inner, a_transposed), _operand(inner, cols, b_transposed)
         repeats = 5 if rows * inner * cols > 1 << 20 else 20
-        aten = min(_time(lambda: torch.mm(x, y), repeats) for _ in range(2))
-        onednn = min(_time(lambda: _onednn_2d(x, y), repeats) for _ in range(2))
+        aten = min(best_time(lambda: torch.mm(x, y), repeats) for _ in range(2))
+        onednn = min(best_time(lambda: _onednn_2d(x, y), repeats) for _ in range(2))
     _choice[key] = "onednn" if onednn < 0.97 * aten else "aten"
     return _choice[key]
 
