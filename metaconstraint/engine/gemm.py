@@ -13,7 +13,8 @@ the CPU's vendor.
 - ``"default"``: ``torch.matmul``, nothing changes (what every run did before).
 - ``"onednn"``: every 2-D product through oneDNN (forced; what the equality tests use).
 - ``"auto"``: each product shape and layout timed once on both kernels the first time it is met
-  (a few milliseconds, cached per process), the faster kept.
+  (a few milliseconds, cached per process); oneDNN kept where it is faster by more than what
+  routing a product costs.
 
 Only float32 CPU tensors are routed; every other device and dtype (a GPU's cuBLAS, float64 in the
 tests) takes ``torch.matmul`` unchanged. A routed product is an ``autograd.Function`` whose
@@ -45,6 +46,7 @@ MODES: tuple[str, ...] = ("auto", "default", "onednn")
 _mode: dict[str, str] = {"mode": "default"}
 # (rows, inner, cols, a transposed, b transposed) -> "onednn" | "aten"
 _choice: dict[tuple, str] = {}
+_overhead: dict[str, float] = {}
 
 
 def onednn_available() -> bool:
@@ -59,6 +61,8 @@ def set_gemm(mode: str) -> None:
     if mode != "default" and not onednn_available():
         mode = "default"  # nothing else to choose from in this build
     _mode["mode"] = mode
+    if mode == "auto":
+        _routing_overhead()  # measured here, outside any transform of the code that will probe
 
 
 def gemm_mode() -> str:
@@ -144,7 +148,8 @@ def _operand(rows: int, cols: int, transposed: bool) -> Tensor:
 def _probe(key: tuple) -> str:
     """Time both kernels on fresh tensors of the key's shapes and layouts; the faster one's name.
 
-    oneDNN must win by 3% to be kept: below that the timing cannot tell them apart."""
+    oneDNN must win by 3% to be kept (below that the timing cannot tell them apart), after paying
+    for the routing itself (:func:`_routing_overhead`)."""
     if key in _choice:
         return _choice[key]
     rows, inner, cols, a_transposed, b_transposed = key
@@ -153,8 +158,24 @@ def _probe(key: tuple) -> str:
         repeats = 5 if rows * inner * cols > 1 << 20 else 20
         aten = min(best_time(lambda: torch.mm(x, y), repeats) for _ in range(2))
         onednn = min(best_time(lambda: _onednn_2d(x, y), repeats) for _ in range(2))
-    _choice[key] = "onednn" if onednn < 0.97 * aten else "aten"
+    _choice[key] = "onednn" if onednn + _routing_overhead() < 0.97 * aten else "aten"
     return _choice[key]
+
+
+def _routing_overhead() -> float:
+    """Seconds a routed product costs beyond its kernel (the Function's Python, or the opaque op's
+    dispatch in a compiled graph), measured once on an 8 x 8 product, when ``auto`` is selected."""
+    if "overhead" not in _overhead:
+        mode, _mode["mode"] = _mode["mode"], "onednn"  # the Function without probing its own shape
+        try:
+            with unset_fake_temporarily(), torch.no_grad():
+                x = torch.randn(8, 8)
+                routed = min(best_time(lambda: _RoutedMatmulWithJvp.apply(x, x), 20) for _ in range(2))
+                direct = min(best_time(lambda: _onednn_2d(x, x), 20) for _ in range(2))
+        finally:
+            _mode["mode"] = mode
+        _overhead["overhead"] = max(routed - direct, 0.0)
+    return _overhead["overhead"]
 
 
 def _kernel(a: Tensor, b: Tensor) -> str:
