@@ -33,14 +33,12 @@ from __future__ import annotations
 
 import itertools
 import time
-from typing import Literal
 
 import torch
 from torch import Tensor
 from torch._inductor.custom_graph_pass import CustomGraphPass
 from torch._subclasses.fake_tensor import unset_fake_temporarily
 
-GemmMode = Literal["auto", "default", "onednn"]
 MODES: tuple[str, ...] = ("auto", "default", "onednn")
 
 _mode: dict[str, str] = {"mode": "default"}
@@ -77,13 +75,11 @@ def choices() -> dict[tuple, str]:
 
 def matmul(a: Tensor, b: Tensor) -> Tensor:
     """``a @ b`` for ``a (..., m, k)`` and ``b (..., k, n)`` (leading dimensions broadcast)."""
-    if _mode["mode"] == "default" or not _routable(a, b):
-        return a @ b
-    if _mode["mode"] == "auto" and not torch.compiler.is_compiling() and not _pays(a, b):
-        return a @ b
-    if torch.compiler.is_compiling():
+    if _mode["mode"] == "default" or not _routable(a, b) or torch.compiler.is_compiling():
         # compiled graphs keep aten's products; GemmGraphPass reroutes them after differentiation
         # (Dynamo mis-traces custom Functions under torch.func.grad)
+        return a @ b
+    if _mode["mode"] == "auto" and not _pays(a, b):
         return a @ b
     return _RoutedMatmulWithJvp.apply(a, b)
 
@@ -110,7 +106,7 @@ def _onednn_2d(a: Tensor, b: Tensor) -> Tensor:
 def _onednn_mm(a: Tensor, b: Tensor) -> Tensor:
     """``a @ b`` (2-D) through oneDNN, as an op compiled graphs call opaquely (no autograd: it is
     only placed into graphs that are already differentiated, by :class:`GemmGraphPass`)."""
-    return torch.ops.mkldnn._linear_pointwise(a, b.transpose(0, 1), None, "none", [], "")
+    return _onednn_2d(a, b)
 
 
 @_onednn_mm.register_fake
@@ -121,7 +117,7 @@ def _(a: Tensor, b: Tensor) -> Tensor:
 @torch.library.custom_op("metaconstraint::onednn_bmm", mutates_args=())
 def _onednn_bmm(a: Tensor, b: Tensor) -> Tensor:
     """``a @ b`` for ``(N, m, k) @ (N, k, n)``, one oneDNN product per slice."""
-    return torch.stack([torch.ops.mkldnn._linear_pointwise(x, y.transpose(0, 1), None, "none", [], "") for x, y in zip(a, b)])
+    return torch.stack([_onednn_2d(x, y) for x, y in zip(a, b)])
 
 
 @_onednn_bmm.register_fake
