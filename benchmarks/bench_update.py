@@ -46,6 +46,7 @@ from eager_reference import EagerTD3BC  # noqa: E402
 
 from metaconstraint.algorithms import ALGORITHMS  # noqa: E402
 from metaconstraint.algorithms.base import ProblemSpec  # noqa: E402
+from metaconstraint.engine import gemm  # noqa: E402
 from metaconstraint.rl.buffer import MemberSampler, OfflineBuffer, StateNormalizer  # noqa: E402
 
 CYCLE = 20  # policy_freq x alpha_interval: one actor step in 2, one alpha step in 20
@@ -135,6 +136,61 @@ class GemmReplay:
             func(*args, **kwargs)
         return (time.perf_counter() - start) / self.iterations
 
+    def best_seconds_per_iteration(self) -> float:
+        """The same products, each on the faster of aten's (MKL) and oneDNN's kernel (chosen once,
+        call by call), replayed in sequence like :meth:`seconds_per_iteration`."""
+        if not hasattr(self, "best_calls"):
+            self.best_calls = []
+            for func, args, kwargs in self.calls:
+                kernels = [lambda func=func, args=args, kwargs=kwargs: func(*args, **kwargs)]
+                routed = onednn_replay(func, args)
+                if routed is not None:
+                    kernels.append(routed)
+                self.best_calls.append(min(kernels, key=lambda kernel: gemm.best_time(kernel, 3)))
+        start = time.perf_counter()
+        for kernel in self.best_calls:
+            kernel()
+        return (time.perf_counter() - start) / self.iterations
+
+
+def onednn_replay(func, args):
+    """A recorded product through oneDNN (``None`` for the ops it has no kernel for here)."""
+    if not gemm.onednn_available():
+        return None
+    onednn = torch.ops.metaconstraint
+    if func is aten.mm.default:
+        return lambda: onednn.onednn_mm(args[0], args[1])
+    if func is aten.bmm.default:
+        return lambda: onednn.onednn_bmm(args[0], args[1])
+    if func is aten.addmm.default:
+        return lambda: onednn.onednn_mm(args[1], args[2]) + args[0]
+    if func is aten.baddbmm.default:
+        return lambda: onednn.onednn_bmm(args[1], args[2]) + args[0]
+    return None
+
+
+def peak_gemm(size: int, repeats: int = 5) -> dict[str, float]:
+    """GFLOP/s of one square float32 product on aten's kernel (MKL) and on oneDNN's."""
+    a, b = torch.randn(size, size), torch.randn(size, size)
+    rates = {"aten": 2.0 * size**3 / gemm.best_time(lambda: torch.mm(a, b), repeats) / 1e9}
+    if gemm.onednn_available():
+        rates["onednn"] = 2.0 * size**3 / gemm.best_time(lambda: torch.ops.metaconstraint.onednn_mm(a, b), repeats) / 1e9
+    return rates
+
+
+def with_gemm(run, mode: str):
+    """``run`` with the process's GEMM kernel set to ``mode`` for each call (interleaved variants)."""
+
+    def wrapped(iterations: int) -> None:
+        gemm.set_gemm(mode)
+        try:
+            run(iterations)
+        finally:
+            gemm.set_gemm("default")
+
+    wrapped.batch = run.batch
+    return wrapped
+
 
 def package_runner(name: str, members: int, obs_dim: int, action_dim: int, steps: int = 1_000_000, compile: bool = False):
     cls = ALGORITHMS[name]
@@ -169,6 +225,11 @@ def eager_runner(adaptive: bool, obs_dim: int, action_dim: int, batch: int = 256
 
     run.batch = batch
     return run
+
+
+def plain(name: str) -> str:
+    """The algorithm of a row name (``aspc+compile@auto`` -> ``aspc``)."""
+    return name.split("@")[0].removesuffix("+compile")
 
 
 def timed(run, iterations: int) -> float:
@@ -206,6 +267,9 @@ def main() -> None:
     parser.add_argument("--profile", default=None, help="Also print a torch.profiler table of this algorithm (1 seed).")
     parser.add_argument("--compile", nargs="*", default=None, metavar="ALGORITHM",
                         help="Also time these algorithms (default: td3bc aspc) compiled (the run option), beside the eager ones.")
+    parser.add_argument("--gemm", nargs="+", default=["default"], choices=gemm.MODES,
+                        help="GEMM kernel modes (the run option gemm) to time side by side; rows of other modes than "
+                        "default are marked @mode. Default: default only.")
     args = parser.parse_args()
     if args.iterations % CYCLE:
         parser.error(f"--iterations must be a multiple of {CYCLE}")
@@ -226,6 +290,19 @@ def main() -> None:
         for members in args.seeds:
             if (name, members) in runners:
                 runners[(name + "+compile", members)] = package_runner(name, members, obs, act, compile=True)
+    for mode in [m for m in args.gemm if m != "default"]:
+        for (name, members) in list(runners):
+            if "@" in name or name.startswith("eager-"):
+                continue
+            gemm.set_gemm(mode)  # compiled runners take their graph pass when built
+            runners[(f"{name}@{mode}", members)] = with_gemm(
+                package_runner(name.removesuffix("+compile"), members, obs, act, compile=name.endswith("+compile")), mode
+            )
+            gemm.set_gemm("default")
+    peaks = {size: peak_gemm(size) for size in (256, 1024)}
+    print("square float32 GEMM, GFLOP/s: " + "; ".join(
+        f"{size}^3 " + ", ".join(f"{kernel} {rate:.0f}" for kernel, rate in rates.items()) for size, rates in peaks.items()
+    ) + "\n")
     if "td3bc" in names:
         runners[("eager-td3bc", 1)] = eager_runner(False, obs, act)
     if "aspc" in names:
@@ -235,33 +312,37 @@ def main() -> None:
     for key, run in runners.items():
         start = time.perf_counter()
         run(2 * CYCLE)  # warm-up: allocator, first actor and alpha steps (and compilation)
-        if key[0].endswith("+compile"):
+        if key[0].split("@")[0].endswith("+compile"):
             compile_seconds[key] = time.perf_counter() - start
+        if key[0].split("@")[0].endswith("+compile") or "@" in key[0]:
             continue
         recorder = GemmRecorder()
         with recorder:
             run(CYCLE)
         replays[key] = GemmReplay(recorder.calls, CYCLE)
-    for key in compile_seconds:  # the compiled update runs the same products as the eager one
-        replays[key] = replays[(key[0].removesuffix("+compile"), key[1])]
+    for key in runners:  # compiled and rerouted updates run the same products as the eager default one
+        replays.setdefault(key, replays[(plain(key[0]), key[1])])
 
     rates: dict = {key: [] for key in runners}
     roofline: dict = {key: [] for key in runners}
+    best_roofline: dict = {key: [] for key in runners}
     for _ in range(args.repeats):
         for key, run in runners.items():
             rates[key].append(timed(run, args.iterations))
             roofline[key].append(1.0 / min(replays[key].seconds_per_iteration() for _ in range(3)))
+            best_roofline[key].append(1.0 / min(replays[key].best_seconds_per_iteration() for _ in range(3)))
 
     def ratio(a, b, invert=False):
         values = [(y / x if invert else x / y) for x, y in zip(rates[a], rates[b])]
         return statistics.median(values)
 
     print("| algorithm | seeds | batch | updates/s (median) | best | seed-updates/s | GFLOP/iter (matmul) | GEMM GFLOP/s at these shapes | "
-          "matmul roofline, updates/s | of roofline | vs eager reference | eager reference, updates/s | time vs TD3+BC | compiled vs eager |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+          "matmul roofline, updates/s | of roofline | best-kernel GFLOP/s | best-GEMM roofline | of best roofline | "
+          "vs eager reference | eager reference, updates/s | time vs TD3+BC | compiled vs eager | vs default gemm |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for key in runners:
         name, members = key
-        algorithm = name.removesuffix("+compile")
+        algorithm = plain(name)
         rate, best = statistics.median(rates[key]), max(rates[key])
         flops = replays[key].flops
         roof = statistics.median(roofline[key])
@@ -275,13 +356,20 @@ def main() -> None:
         base = ("eager-td3bc", 1) if name == "eager-aspc" else (name.replace("aspc", "td3bc"), members)
         if algorithm in ("aspc", "eager-aspc") and base in rates:
             vs_td3bc = f"{ratio(base, key):.3f}x"
-        vs_uncompiled = f"{ratio(key, (algorithm, members)):.2f}x" if key in compile_seconds else ""
+        mode = name.split("@")[1] if "@" in name else ""
+        uncompiled = (algorithm + (f"@{mode}" if mode else ""), members)
+        vs_uncompiled = f"{ratio(key, uncompiled):.2f}x" if key in compile_seconds and uncompiled in rates else ""
+        vs_default = f"{ratio(key, (name.split('@')[0], members)):.2f}x" if mode else ""
+        best_roof = statistics.median(best_roofline[key])
+        best_share = statistics.median([r / f for r, f in zip(rates[key], best_roofline[key])])
         print(
             f"| {name} | {members} | {runners[key].batch} | {rate:.1f} | {best:.1f} | {rate * members:.1f} | {flops / 1e9:.3f} | "
-            f"{flops * roof / 1e9:.1f} | {roof:.1f} | {share:.0%} | {vs_eager} | {eager_rate} | {vs_td3bc} | {vs_uncompiled} |"
+            f"{flops * roof / 1e9:.1f} | {roof:.1f} | {share:.0%} | {flops * best_roof / 1e9:.1f} | {best_roof:.1f} | {best_share:.0%} | "
+            f"{vs_eager} | {eager_rate} | {vs_td3bc} | {vs_uncompiled} | {vs_default} |"
         )
     for key, seconds in compile_seconds.items():
-        eager_rate, compiled_rate = statistics.median(rates[(key[0].removesuffix("+compile"), key[1])]), statistics.median(rates[key])
+        eager_key = (key[0].replace("+compile", ""), key[1])
+        eager_rate, compiled_rate = statistics.median(rates[eager_key]), statistics.median(rates[key])
         saved = 1 / eager_rate - 1 / compiled_rate
         even = f"break-even after {seconds / saved:,.0f} iterations" if saved > 0 else "not faster: no break-even"
         print(f"{key[0]} x{key[1]}: first {2 * CYCLE} iterations (compilation included) took {seconds:.1f} s; {even}")
@@ -289,6 +377,11 @@ def main() -> None:
         if (name, 1) in replays:
             print(f"\nanalytic count from the layer shapes, {name}: {analytic_flops(obs, act, 256, meta) / 1e9:.3f} GFLOP/iter "
                   f"(recorded: {replays[(name, 1)].flops / 1e9:.3f})")
+    if gemm.choices():
+        chosen = gemm.choices()
+        onednn = sorted(key for key, kernel in chosen.items() if kernel == "onednn")
+        print(f"\ngemm auto: {len(chosen)} product shapes probed, oneDNN kept for {len(onednn)}: "
+              + ", ".join(f"{m}x{k}x{n}{'T' if ta else ''}{'T' if tb else ''}" for m, k, n, ta, tb in onednn))
     threads = torch.get_num_threads()
     for key in runners:
         if key[1] > 1:

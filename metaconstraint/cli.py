@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+from enum import Enum
 from pathlib import Path
 from typing import Optional
 
@@ -13,6 +14,17 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, Ti
 from rich.table import Table
 
 from metaconstraint.trackers import Tracker, WandbMode, tracker_values
+
+
+
+
+class GemmKernel(str, Enum):
+    """``--gemm`` (metaconstraint.engine.gemm)."""
+
+    default = "default"
+    auto = "auto"
+    onednn = "onednn"
+
 
 app = typer.Typer(
     help="Offline RL with adaptive policy constraints learned by meta-gradients.",
@@ -225,6 +237,9 @@ def run(
         None, "--compile/--no-compile",
         help="torch.compile the update (TD3-backbone methods, any --seeds); default: on from 50,000 --steps.",
     ),
+    gemm: Optional[GemmKernel] = typer.Option(
+        None, help="CPU float32 matmul kernel: default (torch's BLAS), onednn, or auto (timed per product shape at start)."
+    ),
     out: Optional[Path] = typer.Option(None, help="Output root (default runs/)."),
     config: Optional[Path] = typer.Option(None, "--config", "-c", help="TOML or YAML config; flags override it."),
     outer_loss: Optional[list[str]] = typer.Option(
@@ -272,6 +287,7 @@ def run(
         "device": device,
         "threads": threads,
         "compile": compile,
+        "gemm": gemm.value if gemm else None,
         "out": out,
         "outer_losses": outer_loss or None,
         "objective": objective,

@@ -50,6 +50,11 @@ class RunConfig(BaseModel):
         "as a graph of their own). Default: on for runs of at least 50,000 iterations, where the 1-2 min of "
         "compiling has paid for itself many times (docs/performance.md); off for shorter ones.",
     )
+    gemm: Literal["default", "auto", "onednn"] | None = Field(
+        None, description="CPU float32 matrix-product kernel: default (None: torch's BLAS, MKL), onednn (every product "
+        "through oneDNN), auto (each product shape timed once on both at start, the faster kept; docs/performance.md). "
+        "Results agree to float32 rounding, not bit for bit. GPU tensors are never rerouted.",
+    )
     out: Path = Path("runs")
     log_every: int = Field(1000, gt=0, description="Iterations between metric records (one host sync each).")
     checkpoint_every: int | None = Field(None, gt=0, description="Default: every evaluation.")

@@ -42,6 +42,7 @@ from metaconstraint.engine import member
 from metaconstraint.memory import check_batch_fits
 from metaconstraint.engine.compiled import compile_seconds
 from metaconstraint.members import Member, member_configs, member_records, members_from_records
+from metaconstraint.engine.gemm import set_gemm
 from metaconstraint.rl import data as data_module
 from metaconstraint.rl.buffer import MemberSampler, OfflineBuffer, StateNormalizer
 from metaconstraint.rl.evaluation import evaluate_returns
@@ -64,7 +65,7 @@ from metaconstraint.runs import (
 
 CHECKPOINT_FORMAT = 1
 TRACKER_KEYS = ("loggers", "wandb_mode", "wandb_project", "mlflow_tracking_uri")
-RESUME_FREE_KEYS = ("out", "device", "threads", "compile", *TRACKER_KEYS)  # may differ between a checkpoint and the run resuming it
+RESUME_FREE_KEYS = ("out", "device", "threads", "compile", "gemm", *TRACKER_KEYS)  # may differ between a checkpoint and the run resuming it
 
 
 COMPILE_FROM_STEPS = 50_000  # runs this long compile by default: compiling (1-2 min) is repaid within ~10k iterations
@@ -381,6 +382,7 @@ class Trainer:
         self.device = resolve_device(run.device)
         if run.threads is not None:
             torch.set_num_threads(run.threads)
+        set_gemm(run.gemm or "default")
         self.members = list(members) if members else [Member(run.seed + i, {}, run.tag) for i in range(run.seeds)]
         self.seeds = [m.seed for m in self.members]
         self.member_sweep = any(m.values for m in self.members)  # hyperparameter members beside the seeds

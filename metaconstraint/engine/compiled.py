@@ -9,6 +9,8 @@ from typing import Any, Callable
 
 import torch
 
+from metaconstraint.engine.gemm import compile_options
+
 # What a failed compilation raises (e.g. no C++ compiler for inductor's CPU kernels): the graph has
 # not run yet, so the inputs are untouched and the eager function can take the same call.
 COMPILE_ERRORS = (torch._dynamo.exc.BackendCompilerFailed, torch._inductor.exc.InductorError)
@@ -60,9 +62,10 @@ def compile_seconds() -> float:
 
 def compiled_or_eager(fn: Callable[..., Any]) -> Callable[..., Any]:
     """``torch.compile(fn)`` (``dynamic=None``: static shapes, integers that change between calls become
-    symbolic after one recompile); if compiling fails, a warning and ``fn`` from then on."""
+    symbolic after one recompile; matrix products on the process's GEMM kernel, see
+    :func:`metaconstraint.engine.gemm.compile_options`); if compiling fails, a warning and ``fn`` from then on."""
     COMPILE_CLOCK.install()
-    current = {"fn": torch.compile(fn)}
+    current = {"fn": torch.compile(fn, options=compile_options() or None)}
 
     def call(*args: Any) -> Any:
         COMPILE_CLOCK.install()

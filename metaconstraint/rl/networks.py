@@ -17,6 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from metaconstraint.engine.gemm import matmul
+
 Params = dict[str, Tensor]
 
 
@@ -37,10 +39,11 @@ def _linear(x: Tensor, weight: Tensor, bias: Tensor) -> Tensor:
 
     A one-unit output layer (a Q or V head) is written as a multiply and a row sum: on CPU a
     batched matmul with ``out = 1`` runs at ~2 GFLOP/s and, forward and backward, costs 4x the
-    same product written elementwise (benchmarks, docs/performance.md)."""
+    same product written elementwise (benchmarks, docs/performance.md). The product itself runs on
+    the process's GEMM kernel (:mod:`metaconstraint.engine.gemm`)."""
     if weight.shape[-1] == 1:
         return (x * weight.transpose(-1, -2)).sum(-1, keepdim=True) + bias.unsqueeze(-2)
-    return x @ weight + bias.unsqueeze(-2)
+    return matmul(x, weight) + bias.unsqueeze(-2)
 
 
 def _init_layers(generator, sizes, ensemble=(), robust=False):
