@@ -1,0 +1,269 @@
+"""Every table, criterion and figure of docs/results.md from the evidence grid's run folders.
+
+Usage, from the repository root:  python docs/results/evidence/criteria.py [RUNS] [--plots DIR]
+
+Prints Markdown: scores and final alphas per dataset and arm, the oracle's best fixed alpha, each
+pre-registered criterion as met / not met / pending (with its pairs, Holm-adjusted p-values and
+the difference each test could detect), and writes the alpha-trajectory figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+
+from metaconstraint.stats import detectable_difference, holm, paired_p_value
+
+HERE = Path(__file__).resolve().parent
+FIXED_ALPHAS = (0.3, 1.0, 2.5, 10.0)
+FORMS = {"l1.l2.l3": "paper L2", "l1.l2-ema.l3": "EMA L2", "l1.l2-rel.l3-rel": "relative L2"}
+SCALES = (0.1, 1.0, 10.0)
+INVARIANCE_DATASET = "dapg/pen/expert-v0"
+ONE_SETTING = 2.5
+SHORTFALL = 10.0
+
+
+class Paired:
+    """``a - b`` over pairs: mean, SD, the paired t-test's p-value and its 80%-power detectable difference."""
+
+    def __init__(self, a: np.ndarray, b: np.ndarray):
+        d = a - b
+        self.pairs = d.size
+        self.mean_difference = float(d.mean())
+        self.sd = float(d.std(ddof=1))
+        self.p_value = paired_p_value(d, "t")
+        self.detectable = detectable_difference(self.sd, self.pairs)
+
+    def describe(self) -> str:
+        detectable = "n/a" if self.detectable is None else f"{self.detectable:.1f}"
+        return (f"{self.mean_difference:+.1f} ± {self.sd:.1f} over {self.pairs} pairs, t-test p {self.p_value:.3g}, "
+                f"detectable at 80% power: {detectable}.")
+
+
+def holm_by_key(p_values: dict) -> dict:
+    keys = [k for k, p in p_values.items() if p is not None]
+    return dict(zip(keys, holm([p_values[k] for k in keys])))
+
+
+def parse_tag(tag: str) -> dict[str, str]:
+    return dict(part.split("=", 1) for part in tag.split("+")) if tag else {}
+
+
+def load_runs(runs: Path) -> list[dict]:
+    """One record per finished run: algorithm, dataset, seed, form or alpha, reward scale, final
+    score, final alpha and the alpha trajectory ``[(step, alpha)]``."""
+    records = []
+    for summary_path in sorted(runs.glob("*/*/*/summary.json")):
+        summary = json.loads(summary_path.read_text())
+        folder = summary_path.parent
+        tag = folder.name.split("-", 1)[1] if "-" in folder.name else ""
+        swept = parse_tag(tag)
+        metrics = [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines() if line.strip()]
+        scores = [s["score"] for s in summary["scores"]]
+        records.append({
+            "algorithm": summary["algorithm"],
+            "dataset": summary["dataset"],
+            "seed": summary["seed"],
+            "form": swept.get("outer_losses"),
+            "alpha": float(swept["alpha"]) if "alpha" in swept else None,
+            "scale": float(swept.get("reward_scale", 1.0)),
+            "final_score": summary["final_score"],
+            "mean_last_3": float(np.mean(scores[-3:])),
+            "final_alpha": summary.get("final_alpha"),
+            "trajectory": [(m["step"], m["alpha"]) for m in metrics if "alpha" in m],
+            "scores": summary["scores"],
+        })
+    return records
+
+
+def arm(record: dict) -> str:
+    if record["algorithm"] == "aspc":
+        return f"aspc ({FORMS.get(record['form'], record['form'])})"
+    return f"td3bc (alpha={record['alpha']:g})"
+
+
+def by_seed(records: list[dict], **match) -> dict[int, dict]:
+    return {r["seed"]: r for r in records if all(r[k] == v for k, v in match.items())}
+
+
+def oracle_best(records: list[dict], dataset: str) -> tuple[float | None, dict[float, float]]:
+    means = {}
+    for alpha in FIXED_ALPHAS:
+        runs = by_seed(records, algorithm="td3bc", dataset=dataset, alpha=alpha, scale=1.0)
+        if runs:
+            means[alpha] = float(np.mean([r["final_score"] for r in runs.values()]))
+    complete = len(means) == len(FIXED_ALPHAS)
+    return (max(means, key=means.get) if complete else None), means
+
+
+def median_alpha(records: list[dict], dataset: str, form: str, scale: float = 1.0) -> float | None:
+    runs = by_seed(records, algorithm="aspc", dataset=dataset, form=form, scale=scale)
+    return float(np.median([r["final_alpha"] for r in runs.values()])) if runs else None
+
+
+def paired(records: list[dict], first: dict, second: dict, datasets: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """Final scores of ``first`` and ``second`` on the (dataset, seed) pairs both have."""
+    a, b = [], []
+    for dataset in datasets:
+        left, right = by_seed(records, dataset=dataset, **first), by_seed(records, dataset=dataset, **second)
+        for seed in sorted(set(left) & set(right)):
+            a.append(left[seed]["final_score"])
+            b.append(right[seed]["final_score"])
+    return np.array(a), np.array(b)
+
+
+def score_table(records: list[dict], datasets: list[str]) -> list[str]:
+    arms = sorted({arm(r) for r in records if r["scale"] == 1.0})
+    lines = ["| arm | " + " | ".join(datasets) + " |", "|---|" + "---:|" * len(datasets)]
+    for name in arms:
+        cells = []
+        for dataset in datasets:
+            runs = [r for r in records if arm(r) == name and r["dataset"] == dataset and r["scale"] == 1.0]
+            if not runs:
+                cells.append("")
+                continue
+            scores = [r["final_score"] for r in runs]
+            alpha = [r["final_alpha"] for r in runs if r["final_alpha"] is not None]
+            text = f"{np.mean(scores):.1f} ± {np.std(scores, ddof=1) if len(scores) > 1 else 0:.1f} (n={len(scores)})"
+            if alpha:
+                text += f"; alpha {np.median(alpha):.2f} [{min(alpha):.2f}, {max(alpha):.2f}]"
+            cells.append(text)
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def criteria(records: list[dict], datasets: list[str]) -> list[str]:
+    lines = []
+    best = {d: oracle_best(records, d)[0] for d in datasets}
+    lines.append("Oracle best fixed alpha: " + ", ".join(f"{d} {'pending' if a is None else f'{a:g}'}" for d, a in best.items()))
+    lines.append("")
+
+    lines.append("**1. Adaptation ordering** (median final alpha per dataset; pairs whose oracle alphas differ)")
+    for form, label in FORMS.items():
+        alphas = {d: median_alpha(records, d, form) for d in datasets}
+        checks, pending = [], False
+        for i, first in enumerate(datasets):
+            for second in datasets[i + 1:]:
+                if None in (best[first], best[second], alphas[first], alphas[second]):
+                    pending = True
+                    continue
+                if best[first] != best[second]:
+                    agrees = (best[first] > best[second]) == (alphas[first] > alphas[second])
+                    checks.append(f"{first} vs {second}: {'agrees' if agrees else 'disagrees'}")
+        verdict = "pending" if pending else ("met" if all("agrees" in c for c in checks) else "not met")
+        shown = ", ".join(f"{d} {a:.2f}" for d, a in alphas.items() if a is not None)
+        lines.append(f"- {label}: **{verdict}**. Alpha: {shown or 'no runs'}. " + "; ".join(checks))
+    lines.append("")
+
+    lines.append(f"**2. Invariance to the reward scale** ({INVARIANCE_DATASET}, median final alpha at x0.1 / x1 / x10)")
+    for form, label in FORMS.items():
+        alphas = [median_alpha(records, INVARIANCE_DATASET, form, s) for s in SCALES]
+        if None in alphas:
+            lines.append(f"- {label}: **pending**")
+            continue
+        ratio = max(alphas) / min(alphas)
+        travel = max(abs(np.log(a / 2.5)) for a in alphas)
+        lines.append(f"- {label}: **{'met' if ratio < 2 else 'not met'}**: " + " / ".join(f"{a:.3f}" for a in alphas)
+                     + f", max/min {ratio:.2f}; largest travel from 2.5: x{np.exp(travel):.2f}")
+    lines.append("")
+
+    lines.append(f"**3. Beats the one setting** (ASPC - td3bc alpha={ONE_SETTING:g}, all (dataset, seed) pairs; Holm over the 3 forms)")
+    results = {}
+    for form in FORMS:
+        a, b = paired(records, {"algorithm": "aspc", "form": form, "scale": 1.0},
+                      {"algorithm": "td3bc", "alpha": ONE_SETTING, "scale": 1.0}, datasets)
+        results[form] = Paired(a, b) if len(a) > 1 else None
+    adjusted = holm_by_key({f: r.p_value for f, r in results.items() if r is not None})
+    complete = all(len(by_seed(records, algorithm="aspc", dataset=d, form=f)) == 5 for d in datasets for f in FORMS)
+    for form, label in FORMS.items():
+        r = results[form]
+        if r is None:
+            lines.append(f"- {label}: **pending**")
+            continue
+        met = r.mean_difference > 0 and adjusted[form] < 0.05
+        verdict = ("met" if met else "not met") if complete else "pending"
+        lines.append(f"- {label}: **{verdict}**: {r.describe()} Holm p {adjusted[form]:.3g}.")
+    lines.append("")
+
+    lines.append(f"**4. Within noise of the oracle** (ASPC - best fixed alpha per dataset; Holm over datasets x forms)")
+    tests = {}
+    for dataset in datasets:
+        if best[dataset] is None:
+            continue
+        for form in FORMS:
+            a, b = paired(records, {"algorithm": "aspc", "form": form, "scale": 1.0},
+                          {"algorithm": "td3bc", "alpha": best[dataset], "scale": 1.0}, [dataset])
+            if len(a) > 1:
+                tests[(dataset, form)] = Paired(a, b)
+    adjusted = holm_by_key({key: r.p_value for key, r in tests.items()})
+    for form, label in FORMS.items():
+        rows, verdicts = [], []
+        for dataset in datasets:
+            r = tests.get((dataset, form))
+            if r is None:
+                verdicts.append(None)
+                continue
+            worse = r.mean_difference < 0 and adjusted[(dataset, form)] < 0.05
+            verdicts.append(r.mean_difference >= -SHORTFALL and not worse)
+            rows.append(f"{dataset}: {r.describe()} Holm p {adjusted[(dataset, form)]:.3g}")
+        verdict = "pending" if None in verdicts else ("met" if all(verdicts) else "not met")
+        lines.append(f"- {label}: **{verdict}**. " + " ".join(f"\n    - {row}" for row in rows))
+    return lines
+
+
+def plot_alpha(records: list[dict], datasets: list[str], out: Path) -> list[Path]:
+    import matplotlib.pyplot as plt
+
+    written = []
+    for name, panels in (
+        ("alpha_by_dataset.png", [(f"{label}", form, None) for form, label in FORMS.items()]),
+        ("alpha_by_reward_scale.png", [(f"{label}, {INVARIANCE_DATASET}", form, INVARIANCE_DATASET) for form, label in FORMS.items()]),
+    ):
+        figure, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 3.6), sharey=True)
+        for axis, (title, form, only) in zip(np.atleast_1d(axes), panels):
+            curves = ([(d, 1.0) for d in datasets] if only is None else [(only, s) for s in SCALES])
+            for dataset, scale in curves:
+                runs = [r for r in records if r["algorithm"] == "aspc" and r["form"] == form and r["dataset"] == dataset and r["scale"] == scale]
+                if not runs:
+                    continue
+                steps = np.array([s for s, _ in runs[0]["trajectory"]])
+                values = np.array([[a for _, a in r["trajectory"]][: len(steps)] for r in runs if len(r["trajectory"]) >= len(steps)])
+                label = dataset if only is None else f"rewards x{scale:g}"
+                line, = axis.plot(steps, np.median(values, axis=0), label=label)
+                axis.fill_between(steps, values.min(axis=0), values.max(axis=0), color=line.get_color(), alpha=0.2)
+            axis.set_yscale("log")
+            axis.set_title(title, fontsize=9)
+            axis.set_xlabel("iteration")
+            axis.legend(fontsize=7)
+        np.atleast_1d(axes)[0].set_ylabel("alpha (median, range over seeds)")
+        figure.tight_layout()
+        figure.savefig(out / name, dpi=110)
+        plt.close(figure)
+        written.append(out / name)
+    return written
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("runs", nargs="?", type=Path, default=HERE / "runs")
+    parser.add_argument("--plots", type=Path, default=HERE)
+    args = parser.parse_args()
+    import tomllib
+
+    datasets = tomllib.loads((HERE / "grid.toml").read_text())["datasets"]
+    records = load_runs(args.runs)
+    print(f"{len(records)} finished runs\n")
+    print("\n".join(score_table(records, datasets)))
+    print()
+    print("\n".join(criteria(records, datasets)))
+    if any(r["algorithm"] == "aspc" for r in records):
+        for path in plot_alpha(records, datasets, args.plots):
+            print(f"\nwrote {path}")
+
+
+if __name__ == "__main__":
+    main()
