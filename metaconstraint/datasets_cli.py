@@ -44,7 +44,7 @@ def datasets_list(as_json: bool = typer.Option(False, "--json", help="Print the 
         typer.echo(json.dumps({"datasets": entries, "searched": searched}, indent=2))
         return
     rows = [
-        (e["short_name"] or "-", "yes" if e["local"] else _first_use(e["dataset_id"]) if e["builtin"] else "no", e["dataset_id"])
+        (e["short_name"] or "-", "yes" if e["local"] else "on first use" if e["builtin"] else "no", e["dataset_id"])
         for e in entries
     ]
     console = _console()
@@ -52,12 +52,9 @@ def datasets_list(as_json: bool = typer.Option(False, "--json", help="Print the 
     for index, line in enumerate(aligned_columns(("short name", "local", "dataset id"), rows)):
         console.print(line, style="bold" if index == 0 else None, markup=False, highlight=False, soft_wrap=True)
     console.print("searched: " + ", ".join(searched), markup=False, highlight=False, soft_wrap=True)
-    console.print("local 'on first use': a built-in set, simulated on this machine the first time it is used.",
+    console.print("local 'on first use': a built-in set, simulated on this machine the first time it is used; "
+                  "builtin/pointmaze/* are local remakes of D4RL's maze2d sets by their published recipe.",
                   markup=False, highlight=False, soft_wrap=True)
-
-
-def _first_use(dataset_id: str) -> str:
-    return "on first use (local remake)" if dataset_id.startswith("builtin/pointmaze/") else "on first use"
 
 
 def _histogram_lines(histogram: dict, width: int = 30) -> list[str]:

@@ -614,11 +614,12 @@ def _report_prechecked(outcomes: list[CellOutcome | None], console) -> None:
 
 
 def run_grid(
-    cells: list[dict[str, Any]], workers: int | None = None, console=None, backend=None, pack: bool = False
+    cells: list[dict[str, Any]], workers: int | None = None, console=None, backend=None, pack: bool = False,
+    max_members: int | None = None,
 ) -> list[CellOutcome]:
     """Run every unfinished cell on ``backend`` (default: ``workers`` local processes); outcomes in
     the cells' order. ``pack``: unfinished cells that differ only in seed and member-varying scalars
-    train as one vectorised job each (:func:`pack_cells`). A SIGINT/SIGTERM stops the workers after
+    train as one vectorised job each (:func:`pack_cells`), of at most ``max_members`` cells. A SIGINT/SIGTERM stops the workers after
     their checkpoints and raises :class:`GridInterrupted`; rerunning the grid resumes it."""
     from rich.console import Console
 
@@ -634,7 +635,7 @@ def run_grid(
     if not pending:
         return outcomes  # type: ignore[return-value]
 
-    groups = pack_cells(cells, pending) if pack else [[i] for i in pending]
+    groups = pack_cells(cells, pending, max_members) if pack else [[i] for i in pending]
     jobs = {group[0]: group for group in groups}  # a job is known by its first cell's index
     if len(groups) < len(pending):
         console.print(f"{len(pending)} run(s) packed into {len(groups)} vectorised job(s) (members = values x seeds)")

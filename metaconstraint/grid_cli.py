@@ -74,7 +74,7 @@ def backend_command(backend: BackendName, address, cpus_per_run, gpus_per_run) -
 
 
 def run_and_report(cells, backend, out: Path, spec: dict, labels, dataset_names, rule: ScoreRule, k: int,
-                   bootstrap_samples: int, bootstrap_seed: int, pack: bool = False) -> None:
+                   bootstrap_samples: int, bootstrap_seed: int, pack: bool = False, max_members: int | None = None) -> None:
     """Run a grid's cells on ``backend``, record them in ``grid.json`` and write the report."""
     from metaconstraint.cli import EXIT_INTERRUPTED, console, fail
     from metaconstraint.grid import GridInterrupted, run_grid, write_grid_record
@@ -82,7 +82,7 @@ def run_and_report(cells, backend, out: Path, spec: dict, labels, dataset_names,
     from metaconstraint.report import RunResult, build_report, load_run
 
     try:
-        outcomes = run_grid(cells, console=console, backend=backend, pack=pack)
+        outcomes = run_grid(cells, console=console, backend=backend, pack=pack, max_members=max_members)
     except GridInterrupted as stopped:
         write_grid_record(out, stopped.outcomes, spec)
         unfinished = sum(o.status == "interrupted" for o in stopped.outcomes)
@@ -251,6 +251,9 @@ def sweep(
         help="Train runs that differ only in seed and a scalar the algorithm can vary per member (td3bc's alpha, ...) as "
         "one vectorised job each (members = values x seeds); each still writes its own run folder.",
     ),
+    max_members: Optional[int] = typer.Option(
+        None, min=1, help="At most this many runs per packed job (shorter jobs: a stopped grid loses less).",
+    ),
 ) -> None:
     """Run a sweep: every setting of SPEC x datasets x seeds (run folders seed<K>-<tag>), one report column per setting."""
     from metaconstraint.cli import console, fail
@@ -285,6 +288,8 @@ def sweep(
         command += ["--final-score-rule", "mean_last_k", "--final-score-k", str(final_score_k)]
     if not pack:
         command.append("--no-pack")
+    if max_members is not None:
+        command += ["--max-members", str(max_members)]
     command += backend_command(backend, address, cpus_per_run, gpus_per_run)
     runner = make_backend(backend, workers, address, cpus_per_run, gpus_per_run, max_retries, dashboard)
     spec = {
@@ -296,7 +301,7 @@ def sweep(
     }
     run_and_report(
         cells, runner, out, spec, [s.label for s in plan.settings], plan.datasets, final_score_rule, final_score_k,
-        bootstrap_samples, bootstrap_seed, pack=pack,
+        bootstrap_samples, bootstrap_seed, pack=pack, max_members=max_members,
     )
 
 

@@ -94,7 +94,8 @@ def main() -> None:
     for spec in stages(args.only):
         with tempfile.NamedTemporaryFile("w", suffix=".toml", delete=False) as file:
             file.write(tomli_w.dumps(spec))
-        command = [sys.executable, "-m", "metaconstraint", "sweep", file.name, "--out", str(RUNS), "--workers", str(args.workers)]
+        command = [sys.executable, "-m", "metaconstraint", "sweep", file.name, "--out", str(RUNS), "--workers", str(args.workers),
+                   "--max-members", "5"]  # a job per setting and dataset: 5 seeds, under an hour
         print("+", " ".join(command[1:]), f"# {spec['datasets'][0]}", flush=True)
         if subprocess.run(command, cwd=ROOT, env=env).returncode != 0:
             failed.append(spec["datasets"][0])
