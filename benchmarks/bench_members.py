@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_update import machine, synthetic_transitions  # noqa: E402
+from bench_update import machine, synthetic_transitions, update_loop  # noqa: E402
 
 from metaconstraint.algorithms import ALGORITHMS  # noqa: E402
 from metaconstraint.algorithms.base import ProblemSpec  # noqa: E402
@@ -46,15 +46,7 @@ def member_runner(name: str, alphas: list[float], seeds: int, compile: bool, buf
     if compile:
         algorithm.compile()
     sampler = MemberSampler(buffer, algorithm.batch_size, [m.seed for m in members])
-    state = algorithm.init_state([m.seed for m in members])
-    counter = {"it": 0}
-
-    def run(iterations: int) -> None:
-        nonlocal state
-        for _ in range(iterations):
-            counter["it"] += 1
-            state, _ = algorithm.update(state, sampler, counter["it"])
-
+    run = update_loop(algorithm, sampler, algorithm.init_state([m.seed for m in members]))
     start = time.perf_counter()
     run(warmup)  # compiles (static, then symbolic step counts)
     run.warmup_seconds = time.perf_counter() - start

@@ -199,16 +199,20 @@ def package_runner(name: str, members: int, obs_dim: int, action_dim: int, steps
         algorithm.compile()
     buffer = OfflineBuffer(synthetic_transitions(obs_dim, action_dim), StateNormalizer.identity(obs_dim))
     sampler = MemberSampler(buffer, algorithm.batch_size, list(range(members)))
-    state = algorithm.init_state(list(range(members)))
-    counter = {"it": 0}
+    run = update_loop(algorithm, sampler, algorithm.init_state(list(range(members))))
+    run.batch = algorithm.batch_size
+    return run
+
+
+def update_loop(algorithm, sampler, state):
+    """``run(n)``: ``n`` more iterations of ``algorithm.update``, counting on from the last call."""
+    counter = {"it": 0, "state": state}
 
     def run(iterations: int) -> None:
-        nonlocal state
         for _ in range(iterations):
             counter["it"] += 1
-            state, _ = algorithm.update(state, sampler, counter["it"])
+            counter["state"], _ = algorithm.update(counter["state"], sampler, counter["it"])
 
-    run.batch = algorithm.batch_size
     return run
 
 

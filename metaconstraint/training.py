@@ -39,10 +39,10 @@ from torch import Tensor
 from metaconstraint.algorithms import Algorithm, AlgorithmConfig, ProblemSpec
 from metaconstraint.config import RunConfig, algorithm_class, build_configs, load_config_file, resolved_config, to_toml
 from metaconstraint.engine import member
-from metaconstraint.memory import check_batch_fits
 from metaconstraint.engine.compiled import compile_seconds
-from metaconstraint.members import Member, member_configs, member_records, members_from_records
 from metaconstraint.engine.gemm import set_gemm
+from metaconstraint.members import Member, member_configs, member_records, members_from_records
+from metaconstraint.memory import check_batch_fits
 from metaconstraint.rl import data as data_module
 from metaconstraint.rl.buffer import MemberSampler, OfflineBuffer, StateNormalizer
 from metaconstraint.rl.evaluation import evaluate_returns

@@ -3,10 +3,10 @@ of the update runs through oneDNN and the update computes what the default (MKL)
 to float32 rounding: forward, gradients, gradients of gradients (the bilevel step through the
 functional Adam step), vmap, jvp, a compiled graph and a few training iterations."""
 
-import numpy as np
 import pytest
 import torch
-from types import SimpleNamespace
+
+from member_checks import synthetic_buffer
 
 from metaconstraint.engine import gemm
 from metaconstraint.rl.networks import deterministic_actor, init_members, q1, twin_critic
@@ -208,24 +208,14 @@ def test_compiled_graphs_call_onednn_and_agree():
 def train(mode: str, name: str, members: int, iterations: int) -> dict:
     from metaconstraint.algorithms import ALGORITHMS
     from metaconstraint.algorithms.base import ProblemSpec
-    from metaconstraint.rl.buffer import MemberSampler, OfflineBuffer, StateNormalizer
+    from metaconstraint.rl.buffer import MemberSampler
 
-    rng = np.random.default_rng(0)
-    n = 1000
-    data = SimpleNamespace(
-        observations=rng.standard_normal((n, OBS), dtype=np.float32),
-        actions=rng.uniform(-1, 1, (n, ACT)).astype(np.float32),
-        rewards=rng.standard_normal(n, dtype=np.float32),
-        next_observations=rng.standard_normal((n, OBS), dtype=np.float32),
-        next_actions=rng.uniform(-1, 1, (n, ACT)).astype(np.float32),
-        terminals=(rng.random(n) < 0.1).astype(np.float32),
-    )
     gemm.set_gemm(mode)
     try:
         cls = ALGORITHMS[name]
         algorithm = cls(cls.Config(), ProblemSpec(OBS, ACT, 1.0, 1000), members, torch.device("cpu"))
         seeds = list(range(members))
-        sampler = MemberSampler(OfflineBuffer(data, StateNormalizer.identity(OBS)), algorithm.batch_size, seeds)
+        sampler = MemberSampler(synthetic_buffer(obs_dim=OBS, action_dim=ACT), algorithm.batch_size, seeds)
         state = algorithm.init_state(seeds)
         for iteration in range(1, iterations + 1):
             state, _ = algorithm.update(state, sampler, iteration)
