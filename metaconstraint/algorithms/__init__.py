@@ -3,9 +3,9 @@
 from metaconstraint.algorithms.aspc import ASPC, ASPCConfig
 from metaconstraint.algorithms.base import ALGORITHMS, Algorithm, AlgorithmConfig, ProblemSpec, define_algorithm, register_algorithm
 from metaconstraint.algorithms.td3bc import TD3BC, TD3BCConfig
-from metaconstraint.algorithms.wpc import WPC, WPCConfig
-from metaconstraint.algorithms.a2pr import A2PR, A2PRConfig
-from metaconstraint.algorithms.rebrac import ReBRAC, ReBRACConfig
+from metaconstraint.algorithms.wpc import ASPCWPC, WPC, WPCConfig
+from metaconstraint.algorithms.a2pr import A2PR, ASPCA2PR, A2PRConfig
+from metaconstraint.algorithms.rebrac import ASPCReBRAC, ReBRAC, ReBRACConfig
 from metaconstraint.algorithms.bc import BC, BCConfig
 from metaconstraint.algorithms.iql import IQL, IQLConfig
 from metaconstraint.algorithms.aspc_iql import ASPCIQL, ASPCIQLConfig
