@@ -665,7 +665,7 @@ class Trainer:
             else "No checkpoint had been written yet."
         )
         advice = (
-            "Resuming would repeat the same steps: lower the learning rates (critic_lr, actor_lr, alpha_lr) "
+            "Resuming would repeat the same steps: lower the learning rates (critic_lr, actor_lr, scale_lr) "
             "or change the seed, and start a new run."
         )
         if found:

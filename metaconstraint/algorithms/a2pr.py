@@ -30,7 +30,7 @@ import torch
 from pydantic import Field
 from torch import Tensor
 
-from metaconstraint.algorithms.adaptive import AdaptiveScaleConfig, actor_problem, actor_step, make_scale
+from metaconstraint.algorithms.adaptive import AdaptiveScaleConfig, actor_problem, make_scale
 from metaconstraint.algorithms.base import Algorithm, register_algorithm
 from metaconstraint.algorithms.presets import Preset, PresetConfig
 from metaconstraint.algorithms.td3 import TD3Backbone, TD3Phases, critic_shape, gradient_step
@@ -212,7 +212,7 @@ class A2PR(Algorithm):
         return {"critic": state["critic"], "value": state["value"], "vae": state["vae"]}
 
     def update_actor(self, state, batch, frozen, iteration):
-        return actor_step(self.problem, self.scale, state, batch, frozen, iteration)
+        return self.scale.actor_step(self.problem, state, batch, frozen, iteration)
 
     def compile(self):
         return self.phases.compile()
@@ -223,6 +223,7 @@ class A2PR(Algorithm):
 
 
 class ASPCA2PRConfig(AdaptiveScaleConfig, A2PRConfig):
+    BACKBONE = "a2pr"
     alpha: float = Field(2.5, gt=0, description="Initial value of the learned alpha.")
     objective: str = Field("a2pr", description="Inner objective on the A2PR backbone.")
 

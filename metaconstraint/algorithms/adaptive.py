@@ -12,16 +12,17 @@ with the configured outer losses; Adam on :math:`\rho` (``scale_lr``) decays exp
 the released code's schedule, whatever the run's length; ``"run"``: the run's length).
 
 Every algorithm holds one of the two as ``self.scale`` and takes its actor step with
-:func:`actor_step`; an algorithm whose config is an :class:`AdaptiveScaleConfig` learns its scale
+``self.scale.actor_step(problem, state, batch, frozen, iteration)``; an algorithm whose config is
+an :class:`AdaptiveScaleConfig` learns its scale
 (``aspc`` is ``td3bc`` with such a config, ``aspc-iql`` is ``iql`` with one, and so on).
 """
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Callable, Literal
+from typing import Annotated, Any, Callable, ClassVar, Literal
 
 import torch
-from pydantic import AliasChoices, Field, field_validator
+from pydantic import AliasChoices, Field, field_validator, model_validator
 from torch import Tensor
 
 from metaconstraint.algorithms.base import AlgorithmConfig
@@ -49,6 +50,8 @@ class AdaptiveScaleConfig(AlgorithmConfig):
     keeps the objective's own name (``alpha``, ``beta``, ``actor_bc_coef``) in the backbone's config.
 
     Config files from before these names (``alpha_lr``, ``beta_interval``, ...) still read."""
+
+    BACKBONE: ClassVar[str] = "td3bc"  # the algorithm whose update this config's algorithm runs
 
     outer_losses: list[str] = Field(default_factory=lambda: ["l1", "l2", "l3"], min_length=1)
     objective: str = Field(..., description="Inner objective: a registered name or module:factory.")
@@ -83,6 +86,18 @@ class AdaptiveScaleConfig(AlgorithmConfig):
         resolve_objective(spec)
         return spec
 
+    @model_validator(mode="after")
+    def _objective_fits_the_backbone(self):
+        from metaconstraint.objectives import objective_backbone
+
+        needed = objective_backbone(self.objective)
+        if needed is not None and needed != self.BACKBONE:
+            raise ValueError(
+                f"objective '{self.objective}' needs the {needed} backbone, and this algorithm runs {self.BACKBONE}'s: "
+                f"use `aspc --objective {self.objective}` (ASPC's learned scale on the {needed} backbone)"
+            )
+        return self
+
 
 def actor_problem(objective, optimizer, actor, critic, num_members: int, scale) -> BilevelProblem:
     """The actor's step as the engine sees it: ``objective`` over ``actor`` with ``critic`` in the
@@ -95,6 +110,12 @@ def actor_problem(objective, optimizer, actor, critic, num_members: int, scale) 
         make_context=context_factory(actor, critic, objective),
         num_members=num_members,
     )
+
+
+def first_order_step(problem, state, batch, frozen, scale: dict[str, Tensor], lr: float | None = None) -> dict[str, Tensor]:
+    """One step of the actor's optimizer on the objective at the scale ``{name: (M,)}``."""
+    state["actor"], state["actor_opt"], loss = inner_step(problem, state["actor"], state["actor_opt"], scale, batch, frozen, lr=lr)
+    return {"actor_loss": loss}
 
 
 class FixedScale:
@@ -120,6 +141,10 @@ class FixedScale:
 
     def initial_values(self, member_values: dict[str, list[float]]) -> dict[str, list[float]]:
         return {}
+
+    def actor_step(self, problem, state, batch, frozen, iteration: int | None, lr: float | None = None) -> dict[str, Tensor]:
+        """A first-order step of the actor objective at the scale's value."""
+        return first_order_step(problem, state, batch, frozen, self.values(state), lr)
 
 
 class AdaptiveScale:
@@ -165,6 +190,14 @@ class AdaptiveScale:
         values = member_values.get(self.init_field)
         return {} if values is None else {self.name: values}
 
+    def actor_step(self, problem, state, batch, frozen, iteration: int | None, lr: float | None = None) -> dict[str, Tensor]:
+        """On a meta-iteration the bilevel step, else a first-order step at the scale's current value.
+        ``iteration`` is ``None`` where the step is known to be first-order (a compiled phase must not
+        depend on the iteration number)."""
+        if self.is_meta_iteration(iteration):
+            return self.meta_step(problem, state, batch, frozen, lr=lr)
+        return first_order_step(problem, state, batch, frozen, self.values(state), lr)
+
     def meta_step(self, problem, state, batch, frozen: dict[str, Any], lr: float | None = None) -> dict[str, Tensor]:
         """The bilevel actor step: virtual step, meta-update of the scale, commit. Returns metrics."""
         state["actor"], state["actor_opt"], state["meta"], state["outer"], info = bilevel_step(
@@ -185,18 +218,6 @@ class AdaptiveScale:
         the decay does not recompile it)."""
         rates = problem.meta_parameters.learning_rates(state["meta"])
         return {name: torch.tensor(rate, device=device) for name, rate in rates.items()}
-
-
-def actor_step(problem, scale, state, batch, frozen, iteration: int | None, lr: float | None = None) -> dict[str, Tensor]:
-    """Every algorithm's actor step: on the scale's meta-iterations the bilevel step, otherwise a
-    first-order step of the objective at the scale's current value. ``iteration`` is ``None`` where
-    the step is known to be first-order (a compiled phase must not depend on the iteration number)."""
-    if scale.is_meta_iteration(iteration):
-        return scale.meta_step(problem, state, batch, frozen, lr=lr)
-    state["actor"], state["actor_opt"], loss = inner_step(
-        problem, state["actor"], state["actor_opt"], scale.values(state), batch, frozen, lr=lr
-    )
-    return {"actor_loss": loss}
 
 
 def make_scale(algorithm, config, objective, *, init_field: str, actor_interval: int):

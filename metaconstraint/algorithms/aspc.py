@@ -26,6 +26,21 @@ from pydantic import Field
 from metaconstraint.algorithms.adaptive import AdaptiveScaleConfig
 from metaconstraint.algorithms.base import register_algorithm
 from metaconstraint.algorithms.td3bc import TD3BC, TD3BCConfig
+from metaconstraint.objectives import objective_backbone
+
+ADAPTIVE_ON_BACKBONE = {"td3bc": "aspc", "iql": "aspc-iql", "wpc": "aspc-wpc", "a2pr": "aspc-a2pr", "rebrac": "aspc-rebrac"}
+"""The adaptive algorithm of each backbone: the backbone's update with its actor objective's scale learned."""
+
+
+def adaptive_algorithm(name: str, objective: str | None) -> str:
+    """The algorithm a run of ``name`` with ``objective`` is: ``aspc`` with an objective that needs
+    another backbone is that backbone's adaptive algorithm (``aspc --objective rebrac`` ->
+    ``aspc-rebrac``); any other name stays as it is (an impossible pairing, such as ``aspc-iql``
+    with ``td3bc``, fails when the objective is built, with a message naming the backbone it needs)."""
+    if name != "aspc" or objective is None:
+        return name
+    backbone = objective_backbone(str(objective))
+    return ADAPTIVE_ON_BACKBONE.get(backbone, name) if backbone is not None else name
 
 
 class ASPCConfig(AdaptiveScaleConfig, TD3BCConfig):

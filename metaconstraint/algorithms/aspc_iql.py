@@ -41,6 +41,7 @@ from metaconstraint.algorithms.iql import IQL, IQLConfig
 
 
 class ASPCIQLConfig(AdaptiveScaleConfig, IQLConfig):
+    BACKBONE = "iql"
     outer_losses: list[str] = Field(
         default_factory=lambda: ["gain-rel"], min_length=1,
         description="Outer losses of beta's update (default gain-rel: unit-free; ASPC's l1 l2 l3 only raise beta).",

@@ -23,6 +23,16 @@ class AlgorithmConfig(BaseModel):
         return self
 
 
+def config_keys(config: type[AlgorithmConfig]) -> set[str]:
+    """The keys a config accepts: its field names and the older names it still reads (aliases)."""
+    keys = set(config.model_fields)
+    for info in config.model_fields.values():
+        alias = info.validation_alias
+        if alias is not None:
+            keys.update(choice for choice in getattr(alias, "choices", [alias]) if isinstance(choice, str))
+    return keys
+
+
 @dataclass(frozen=True)
 class ProblemSpec:
     """Shapes of the problem: what an algorithm needs to build its networks."""

@@ -49,7 +49,7 @@ import torch
 from pydantic import Field
 from torch import Tensor
 
-from metaconstraint.algorithms.adaptive import actor_problem, actor_step, make_scale
+from metaconstraint.algorithms.adaptive import actor_problem, make_scale
 from metaconstraint.algorithms.base import Algorithm, register_algorithm
 from metaconstraint.algorithms.presets import Preset, PresetConfig, dataset_task, is_adroit
 from metaconstraint.algorithms.td3 import critic_loss, gradient_step, polyak_update
@@ -193,7 +193,7 @@ class IQL(Algorithm):
         return state, metrics
 
     def update_actor(self, state, batch, frozen, iteration):
-        return actor_step(self.problem, self.scale, state, batch, frozen, iteration, lr=self.actor_lr(iteration))
+        return self.scale.actor_step(self.problem, state, batch, frozen, iteration, lr=self.actor_lr(iteration))
 
     @torch.no_grad()
     def act(self, state, observations):

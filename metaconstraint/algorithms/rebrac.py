@@ -38,7 +38,7 @@ import torch
 from pydantic import Field
 from torch import Tensor
 
-from metaconstraint.algorithms.adaptive import AdaptiveScaleConfig, actor_problem, actor_step, make_scale
+from metaconstraint.algorithms.adaptive import AdaptiveScaleConfig, actor_problem, make_scale
 from metaconstraint.algorithms.base import Algorithm, register_algorithm
 from metaconstraint.algorithms.presets import Preset, PresetConfig, expert_entry_of_task, is_adroit
 from metaconstraint.algorithms.td3 import TD3Backbone, TD3Config, TD3Phases, critic_shape
@@ -147,7 +147,7 @@ class ReBRAC(Algorithm):
         return {"critic": state["critic"]}
 
     def update_actor(self, state, batch, frozen, iteration):
-        return actor_step(self.problem, self.scale, state, batch, frozen, iteration)
+        return self.scale.actor_step(self.problem, state, batch, frozen, iteration)
 
     def compile(self):
         return self.phases.compile()
@@ -158,6 +158,7 @@ class ReBRAC(Algorithm):
 
 
 class ASPCReBRACConfig(AdaptiveScaleConfig, ReBRACConfig):
+    BACKBONE = "rebrac"
     actor_bc_coef: float = Field(1.0, gt=0, description="Initial value of the learned beta_actor (BC coefficient).")
     objective: str = Field("rebrac", description="Inner objective on the ReBRAC backbone.")
 

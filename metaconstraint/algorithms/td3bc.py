@@ -17,7 +17,7 @@ from __future__ import annotations
 import torch
 from pydantic import Field
 
-from metaconstraint.algorithms.adaptive import actor_problem, actor_step, make_scale
+from metaconstraint.algorithms.adaptive import actor_problem, make_scale
 from metaconstraint.algorithms.base import Algorithm, register_algorithm
 from metaconstraint.algorithms.td3 import TD3Backbone, TD3Config, TD3Phases, critic_shape
 from metaconstraint.objectives import build_objective
@@ -81,7 +81,7 @@ class TD3BC(Algorithm):
         return {"critic": state["critic"]}
 
     def update_actor(self, state, batch, frozen, iteration):
-        return actor_step(self.problem, self.scale, state, batch, frozen, iteration)
+        return self.scale.actor_step(self.problem, state, batch, frozen, iteration)
 
     def compile(self):
         return self.phases.compile()

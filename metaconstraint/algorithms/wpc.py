@@ -19,7 +19,7 @@ import torch
 from pydantic import Field
 from torch import Tensor
 
-from metaconstraint.algorithms.adaptive import AdaptiveScaleConfig, actor_problem, actor_step, make_scale
+from metaconstraint.algorithms.adaptive import AdaptiveScaleConfig, actor_problem, make_scale
 from metaconstraint.algorithms.base import register_algorithm, Algorithm
 from metaconstraint.algorithms.td3 import TD3Backbone, TD3Phases, critic_shape, gradient_step
 from metaconstraint.algorithms.td3bc import TD3BCConfig
@@ -106,7 +106,7 @@ class WPC(Algorithm):
         return {"critic": state["critic"], "value": state["value"]}
 
     def update_actor(self, state, batch, frozen, iteration):
-        return actor_step(self.problem, self.scale, state, batch, frozen, iteration)
+        return self.scale.actor_step(self.problem, state, batch, frozen, iteration)
 
     def compile(self):
         return self.phases.compile()
@@ -117,6 +117,7 @@ class WPC(Algorithm):
 
 
 class ASPCWPCConfig(AdaptiveScaleConfig, WPCConfig):
+    BACKBONE = "wpc"
     alpha: float = Field(2.5, gt=0, description="Initial value of the learned alpha.")
     objective: str = Field("wpc", description="Inner objective on the wPC backbone.")
 
