@@ -156,9 +156,9 @@ def datasets_collect(
     import gymnasium as gym
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-    from metaconstraint.rl import data
     from metaconstraint.rl.collect import collect_dataset, make_env_spec
     from metaconstraint.rl.data import DatasetError
+    from metaconstraint.rl.data.roots import minari_root
     from metaconstraint.rl.observations import flat_dim
 
     if (episodes is None) == (steps is None):
@@ -195,7 +195,7 @@ def datasets_collect(
                 env_id,
                 dataset_id,
                 behaviour,
-                root if root is not None else data._minari_root(),
+                root if root is not None else minari_root(),
                 episodes=episodes,
                 steps=steps,
                 noise=noise,

@@ -29,7 +29,8 @@ from typing import Any, Callable, Iterator
 import gymnasium as gym
 import numpy as np
 
-from metaconstraint.rl.data import DatasetError, _well_formed
+from metaconstraint.rl.data import DatasetError
+from metaconstraint.rl.data.names import well_formed
 from metaconstraint.rl.observations import FlatteningError, flatten_observations, observation_keys
 
 __all__ = [
@@ -314,7 +315,7 @@ def collect_dataset(
     ``reference_episodes`` episodes; ``ref_max_score`` is ``expert_score`` if given, else the
     behaviour policy's mean return without noise (a random behaviour policy needs ``expert_score``).
     """
-    if not _well_formed(dataset_id) or dataset_id.count("/") < 2 or "+" in dataset_id:
+    if not well_formed(dataset_id) or dataset_id.count("/") < 2 or "+" in dataset_id:
         raise CollectError(f"--id {dataset_id!r}: a collected dataset's id has the form NAMESPACE/ENV/NAME-vN, e.g. mine/pendulum/expert-v0.")
     if dataset_id.split("/", 1)[0] in ("D4RL", "builtin", "mujoco"):
         raise CollectError(f"--id {dataset_id}: the namespace {dataset_id.split('/', 1)[0]} is reserved for published or built-in datasets; use your own.")
