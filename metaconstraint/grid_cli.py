@@ -102,9 +102,9 @@ def run_and_report(cells, backend, out: Path, spec: dict, labels, dataset_names,
         if outcome.status in ("done", "skipped") and outcome.directory is not None:
             results.append(load_run(outcome.directory, rule.value, k))
         else:
-            record = outcome.record()
-            label = f"{record['algorithm']} ({record['tag']})" if record["tag"] else record["algorithm"]
-            results.append(RunResult(label, record["dataset"], record["seed"], "failed", error=outcome.error))
+            algorithm, tag = outcome.values["algorithm"], outcome.values.get("tag")
+            label = f"{algorithm} ({tag})" if tag else algorithm
+            results.append(RunResult(label, outcome.dataset_id, outcome.values["seed"], "failed", error=outcome.error))
     build_report(
         results, out, labels, _dataset_ids(dataset_names), bootstrap_samples, bootstrap_seed,
         command=spec["command"], console=console,
@@ -328,7 +328,7 @@ def report(
     out: Optional[Path] = typer.Option(None, help="Where to write results.md/csv and plots (default: FOLDER)."),
     reference: Optional[str] = typer.Option(
         None, help="The algorithm every other is compared with (paired differences, P(reference > X)); "
-        "default: the table's first column (aspc where present).",
+        "default: the table's first column (the grid's first algorithm, else the first by name).",
     ),
     effect: float = typer.Option(
         10.0, min=0.0, help="Paired difference (normalised points) a comparison should detect; below it: underpowered."
@@ -339,7 +339,7 @@ def report(
 ) -> None:
     """Rebuild the results table, aggregates and plots from saved runs."""
     from metaconstraint.cli import console, fail
-    from metaconstraint.grid import GRID_FILE
+    from metaconstraint.grid_record import GRID_FILE
     from metaconstraint.report import build_report, collect_runs
     from metaconstraint.runs import read_json
 

@@ -26,7 +26,7 @@ from typing import Any, Iterable
 import numpy as np
 
 from metaconstraint import stats
-from metaconstraint.grid import short_error
+from metaconstraint.grid_record import short_error
 
 RESULTS_MD = "results.md"
 RESULTS_CSV = "results.csv"
@@ -120,18 +120,13 @@ def load_run(directory: Path, rule: str | None = None, k: int = 5) -> RunResult:
 
 def collect_runs(folder: Path, rule: str | None = None, k: int = 5) -> list[RunResult]:
     """Every run below ``folder`` (``summary.json`` files), plus failed cells recorded in ``grid.json``."""
-    from metaconstraint.grid import GRID_FILE
-    from metaconstraint.runs import read_json
+    from metaconstraint.grid_record import GRID_FILE, read_cells
 
     folder = Path(folder)
     runs = [load_run(path.parent, rule, k) for path in sorted(folder.rglob("summary.json"))]
     finished = {(r.algorithm, r.dataset, r.seed) for r in runs}
     for grid_file in sorted(folder.rglob(GRID_FILE)):
-        try:
-            cells = read_json(grid_file).get("cells", [])
-        except ValueError:
-            continue
-        for cell in cells:
+        for cell in read_cells(grid_file):
             label = f"{cell['algorithm']} ({cell['tag']})" if cell.get("tag") else cell["algorithm"]
             key = (label, cell["dataset"], cell["seed"])
             if cell.get("status") == "failed" and key not in finished:
@@ -228,8 +223,8 @@ def _ordered(values: Iterable[str], preferred: list[str] | None) -> list[str]:
 def score_table(
     runs: list[RunResult], algorithms: list[str] | None = None, datasets: list[str] | None = None
 ) -> ScoreTable:
-    """Per-cell scores and the average row; ``algorithms``/``datasets`` fix the order (aspc first by default)."""
-    algorithms = _ordered((r.algorithm for r in runs), algorithms or ["aspc"])
+    """Per-cell scores and the average row; ``algorithms``/``datasets`` fix the order (the rest sorted by name)."""
+    algorithms = _ordered((r.algorithm for r in runs), algorithms)
     datasets = _ordered((r.dataset for r in runs), datasets)
     cells = {(d, a): CellStats() for d in datasets for a in algorithms}
     for run in runs:
@@ -681,8 +676,8 @@ def build_report(
 ) -> Report:
     """Write ``results.md``, ``results.csv``, ``runs.csv``, ``paired.csv`` and the plots into ``out``;
     print the tables. ``reference``: the algorithm every other is compared with (default: the table's
-    first column, aspc where present); ``effect``: the paired difference, in points, a comparison
-    should be able to detect."""
+    first column: the grid's first algorithm, else the first by name); ``effect``: the paired
+    difference, in points, a comparison should be able to detect."""
     from metaconstraint.runs import atomic_write_text
 
     out = Path(out)

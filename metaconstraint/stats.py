@@ -187,7 +187,7 @@ class Aggregates:
 
 def aggregate(
     scores: Mapping[str, Mapping[str, Sequence[float]]],
-    reference: str | None = "aspc",
+    reference: str | None = None,
     reps: int = DEFAULT_REPS,
     seed: int = DEFAULT_SEED,
     confidence: float = DEFAULT_CONFIDENCE,
@@ -196,9 +196,12 @@ def aggregate(
     """IQM and mean intervals, performance profiles and ``P(reference > other)`` for a grid.
 
     ``scores[algorithm][dataset]`` holds the final normalised scores of that cell's runs (one per
-    seed). Algorithms without any run are left out.
+    seed). Algorithms without any run are left out. ``reference``: the algorithm every other is
+    compared with (default: the first of ``scores`` with runs).
     """
     algorithms = [a for a in scores if any(len(v) for v in scores[a].values())]
+    if reference is None and algorithms:
+        reference = algorithms[0]
     datasets = sorted({d for a in algorithms for d, v in scores[a].items() if len(v)})
     strata = {a: [np.asarray(scores[a].get(d, []), dtype=np.float64) for d in datasets] for a in algorithms}
     pooled = np.concatenate([s for a in algorithms for s in strata[a]]) if algorithms else np.zeros(0)
