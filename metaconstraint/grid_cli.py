@@ -342,6 +342,7 @@ def report(
     from metaconstraint.grid_record import GRID_FILE
     from metaconstraint.report import build_report, collect_runs
     from metaconstraint.runs import read_json
+    from metaconstraint.suggest import did_you_mean
 
     if not folder.is_dir():
         fail(f"{folder}: no such folder.")
@@ -353,7 +354,9 @@ def report(
     datasets = _dataset_ids(grid["datasets"]) if grid.get("datasets") else None
     algorithms = grid.get("algorithms")
     if reference is not None and reference not in {r.algorithm for r in runs}:
-        fail(f"--reference {reference}: no runs of it below {folder}; algorithms: {', '.join(sorted({r.algorithm for r in runs}))}.")
+        with_runs = sorted({r.algorithm for r in runs})
+        fail(f"--reference {reference}: no runs of it below {folder}.{did_you_mean(reference, with_runs)} "
+             f"Algorithms with runs: {', '.join(with_runs)}.")
     build_report(
         runs, out or folder, algorithms, datasets, bootstrap_samples, bootstrap_seed, reference,
         command=grid.get("command"), console=console, effect=effect, paired_test=paired_test.value,

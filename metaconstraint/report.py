@@ -27,6 +27,7 @@ import numpy as np
 
 from metaconstraint import stats
 from metaconstraint.grid_record import short_error
+from metaconstraint.suggest import unknown_name
 
 RESULTS_MD = "results.md"
 RESULTS_CSV = "results.csv"
@@ -684,7 +685,7 @@ def build_report(
     out.mkdir(parents=True, exist_ok=True)
     table = score_table(runs, algorithms, datasets)
     if reference is not None and reference not in table.algorithms:
-        raise ValueError(f"reference '{reference}' has no runs here; algorithms: {', '.join(table.algorithms)}.")
+        raise ValueError(unknown_name("reference algorithm", reference, table.algorithms, why="it has no runs here"))
     reference = reference or (table.algorithms[0] if table.algorithms else None)
     scores = table.scores()
     aggregates = stats.aggregate(scores, reference, reps, seed) if any(any(v) for v in scores.values()) else None

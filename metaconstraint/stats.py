@@ -29,6 +29,8 @@ import numpy as np
 from scipy import optimize
 from scipy import stats as scipy_stats
 
+from metaconstraint.suggest import unknown_name
+
 DEFAULT_REPS = 2000
 DEFAULT_CONFIDENCE = 0.95
 DEFAULT_SEED = 0
@@ -327,7 +329,7 @@ def paired_p_value(differences: np.ndarray, test: str = "t") -> float | None:
         return float(scipy_stats.ttest_1samp(d, 0.0).pvalue)
     if test == "wilcoxon":
         return float(scipy_stats.wilcoxon(d, zero_method="wilcox").pvalue)
-    raise ValueError(f"unknown paired test '{test}': use one of {', '.join(PAIRED_TESTS)}.")
+    raise ValueError(unknown_name("paired test", test, PAIRED_TESTS))
 
 
 def paired_comparisons(
@@ -343,9 +345,9 @@ def paired_comparisons(
     comparisons that have a p-value.
     """
     if test not in PAIRED_TESTS:
-        raise ValueError(f"unknown paired test '{test}': use one of {', '.join(PAIRED_TESTS)}.")
+        raise ValueError(unknown_name("paired test", test, PAIRED_TESTS))
     if reference not in scores:
-        raise ValueError(f"reference algorithm '{reference}' has no runs; algorithms: {', '.join(scores)}.")
+        raise ValueError(unknown_name("reference algorithm", reference, scores, why="it has no runs"))
     rows = []
     for other in scores:
         if other == reference:

@@ -24,6 +24,12 @@ def close_matches(name: str, candidates: Iterable[str], n: int = 3) -> list[str]
     return [by_lowered[match] for match in matches]
 
 
+def did_you_mean(name: str, candidates: Iterable[str], n: int = 3) -> str:
+    """``" Did you mean A, B?"`` for the candidates close to ``name``, or ``""``."""
+    close = close_matches(name, candidates, n)
+    return f" Did you mean {', '.join(close)}?" if close else ""
+
+
 def unknown_name(
     kind: str,
     name: str,
@@ -40,10 +46,7 @@ def unknown_name(
     unless ``list_known`` is false: a list too long to read, such as every dataset id).
     """
     candidates = list(dict.fromkeys(candidates))
-    text = f"unknown {kind} '{name}'" + (f": {why}" if why else "") + "."
-    close = close_matches(name, candidates, n)
-    if close:
-        text += f" Did you mean {', '.join(close)}?"
+    text = f"unknown {kind} '{name}'" + (f": {why}" if why else "") + "." + did_you_mean(name, candidates, n)
     if list_known and candidates:
         text += f" Known {kind} names: {', '.join(sorted(candidates))}."
     if advice:

@@ -87,11 +87,11 @@ def make_env_spec(env_id: str, max_episode_steps: int | None = None) -> gym.envs
     try:
         spec = gym.spec(env_id)
     except gym.error.Error as error:
-        import difflib
+        from metaconstraint.suggest import unknown_name
 
-        close = difflib.get_close_matches(env_id, list(gym.registry), n=3)
-        hint = f" Did you mean {', '.join(close)}?" if close else ""
-        raise CollectError(f"unknown environment {env_id!r} ({error}).{hint} Use a registered Gymnasium id such as Pendulum-v1, Hopper-v5 or AntMaze_UMaze-v4.") from None
+        advice = "Use a registered Gymnasium id such as Pendulum-v1, Hopper-v5 or AntMaze_UMaze-v4."
+        reason = str(error).split(" Did you mean")[0]  # gymnasium's own guess, replaced by ours
+        raise CollectError(unknown_name("environment", env_id, gym.registry, why=reason, list_known=False, advice=advice)) from None
     if max_episode_steps is not None:
         if max_episode_steps < 1:
             raise CollectError(f"--max-episode-steps must be at least 1, got {max_episode_steps}.")
