@@ -111,7 +111,7 @@ def run_and_report(cells, backend, out: Path, spec: dict, labels, dataset_names,
     )
     failed = sum(o.status == "failed" for o in outcomes)
     if failed:
-        console.print(f"[red]{failed} of {len(outcomes)} run(s) failed[/] (see above and {out / 'grid.json'}).")
+        console.print(f"[red]{failed} of {len(outcomes)} run(s) failed[/] (see above and {out / 'grid.json'}).", soft_wrap=True)
         raise typer.Exit(EXIT_FAILED_RUNS)
 
 
@@ -275,9 +275,10 @@ def sweep(
         f"sweep {spec_file}: {len(plan.settings)} setting(s) x {len(plan.datasets)} dataset(s) x {len(plan.seeds)} seed(s) "
         f"= {len(cells)} run(s)",
         highlight=False,
+        soft_wrap=True,
     )
     for setting in plan.settings:
-        console.print(f"  {setting.label}: {setting.describe()}", markup=False, highlight=False)
+        console.print(f"  {setting.label}: {setting.describe()}", markup=False, highlight=False, soft_wrap=True)
     if dry_run:
         console.print("dry run: the spec and every run's configuration are valid; nothing was trained.")
         return
@@ -336,11 +337,12 @@ def report(
     paired_test: PairedTest = typer.Option(PairedTest.t, help="Paired test: t (paired t-test) or wilcoxon (signed-rank)."),
     bootstrap_samples: int = typer.Option(2000, min=1, help="Stratified bootstrap samples for the aggregate intervals."),
     bootstrap_seed: int = typer.Option(0, min=0, help="Seed of the bootstrap resampler."),
+    as_json: bool = typer.Option(False, "--json", help="Print the table, the paired comparisons and the files written as JSON."),
 ) -> None:
     """Rebuild the results table, aggregates and plots from saved runs."""
     from metaconstraint.cli import console, fail
     from metaconstraint.grid_record import GRID_FILE
-    from metaconstraint.report import build_report, collect_runs
+    from metaconstraint.report import build_report, collect_runs, report_listing
     from metaconstraint.runs import read_json
     from metaconstraint.suggest import did_you_mean
 
@@ -357,7 +359,9 @@ def report(
         with_runs = sorted({r.algorithm for r in runs})
         fail(f"--reference {reference}: no runs of it below {folder}.{did_you_mean(reference, with_runs)} "
              f"Algorithms with runs: {', '.join(with_runs)}.")
-    build_report(
+    written = build_report(
         runs, out or folder, algorithms, datasets, bootstrap_samples, bootstrap_seed, reference,
-        command=grid.get("command"), console=console, effect=effect, paired_test=paired_test.value,
+        command=grid.get("command"), console=None if as_json else console, effect=effect, paired_test=paired_test.value,
     )
+    if as_json:
+        typer.echo(json.dumps(report_listing(written), indent=2))

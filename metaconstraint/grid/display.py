@@ -76,16 +76,18 @@ class GridDisplay:
 
     def _print(self, outcome: CellOutcome) -> None:
         if outcome.status == "failed":
-            self.progress.console.print(f"[red]failed[/] {outcome.name}: {short_error(outcome.error)}", highlight=False)
+            self._line(f"[red]failed[/] {outcome.name}: {short_error(outcome.error)}")
         elif outcome.status == "interrupted":
             if outcome.note != "not started":
-                self.progress.console.print(f"[yellow]stopped[/] {outcome.name}: {short_error(outcome.error)}", highlight=False)
+                self._line(f"[yellow]stopped[/] {outcome.name}: {short_error(outcome.error)}")
         else:
             score = outcome.summary.get("final_score") if outcome.summary else None
             text = "-" if score is None else f"{score:.1f}"
-            self.progress.console.print(
-                f"[green]done[/] {outcome.name}: final score {text} ({outcome.seconds:.0f} s)", highlight=False
-            )
+            self._line(f"[green]done[/] {outcome.name}: final score {text} ({outcome.seconds:.0f} s)")
+
+    def _line(self, text: str) -> None:
+        """A line above the bars; the terminal, not rich, wraps it (names and ids stay whole)."""
+        self.progress.console.print(text, highlight=False, soft_wrap=True)
 
 
 def report_prechecked(outcomes: list[CellOutcome | None], console) -> None:
@@ -94,8 +96,8 @@ def report_prechecked(outcomes: list[CellOutcome | None], console) -> None:
         console.print(f"skipping {len(skipped)} finished run(s) (their summary.json exists)")
         for outcome in skipped:
             if outcome.note:
-                console.print(f"[yellow]note[/] {outcome.name}: {outcome.note}", highlight=False)
+                console.print(f"[yellow]note[/] {outcome.name}: {outcome.note}", highlight=False, soft_wrap=True)
     for outcome in outcomes:
         if outcome is not None and outcome.status == "failed":
-            console.print(f"[red]failed[/] {outcome.name}: {short_error(outcome.error)}", highlight=False)
+            console.print(f"[red]failed[/] {outcome.name}: {short_error(outcome.error)}", highlight=False, soft_wrap=True)
 
