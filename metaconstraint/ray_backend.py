@@ -129,7 +129,7 @@ class RayBackend:
     # ------------------------------------------------------------------------- connection
     def connect(self) -> str:
         ray = self.ray
-        from metaconstraint.grid.cells import available_cores
+        from metaconstraint.grid.local import available_cores
 
         if ray.is_initialized():
             return "an existing Ray connection"

@@ -17,10 +17,10 @@ Modules: ``events`` (the backend protocol and its events), ``cells`` (cells, run
 display) and ``driver`` (:func:`run_grid`).
 """
 
-from metaconstraint.grid.cells import PACKED, available_cores, cell_directory, cell_name, dataset_id, expand_grid, pack_cells
+from metaconstraint.grid.cells import PACKED, cell_directory, cell_name, dataset_id, expand_grid, pack_cells
 from metaconstraint.grid.driver import CellOutcome, GridInterrupted, run_grid, write_grid_record
 from metaconstraint.grid.events import Backend, CellResult, GridEvent, GridStop, JobFinished, JobProgress, JobStarted
-from metaconstraint.grid.local import LocalBackend
+from metaconstraint.grid.local import LocalBackend, available_cores
 from metaconstraint.grid.worker import execute_cell, run_cell, run_packed
 
 __all__ = [

@@ -5,18 +5,10 @@ member-varying scalars train as one vectorised job (:data:`PACKED`)."""
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any, Iterable
 
 PACKED = "packed"  # a job's key for the cells it trains as one vectorised computation
-
-
-def available_cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover - not on Linux
-        return os.cpu_count() or 1
 
 
 def expand_grid(

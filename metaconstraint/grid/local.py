@@ -11,7 +11,6 @@ import queue as queue_module
 import signal
 from typing import Any, Iterator
 
-from metaconstraint.grid.cells import available_cores
 from metaconstraint.grid.events import CellResult, GridEvent, GridStop, JobFinished, JobProgress, JobStarted
 from metaconstraint.grid.worker import execute_cell
 
@@ -61,6 +60,14 @@ def _local_work(index: int, values: dict[str, Any]) -> CellResult:
     if result["status"] == "interrupted":
         _STOP_EVENT.set()  # a worker that was told to stop takes no further cell
     return result
+
+
+def available_cores() -> int:
+    """The cores this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not on Linux
+        return os.cpu_count() or 1
 
 
 def torch_threads(workers: int) -> int:
