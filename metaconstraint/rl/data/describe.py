@@ -11,6 +11,7 @@ from metaconstraint.rl.data.info import dataset_info, normalized_score
 from metaconstraint.rl.data.loading import CombinedDataset, as_dataset
 from metaconstraint.rl.data.transitions import load_transitions
 
+
 def describe_dataset(name) -> dict[str, Any]:
     """What ``datasets info`` shows: size, spaces, evaluation spec, reference scores, and the
     distribution of episode returns (raw rewards, no offset), normalised too where references exist."""

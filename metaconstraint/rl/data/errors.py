@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+
 class DatasetError(Exception):
     """A dataset cannot be used; the message says which one, why, and what to do."""
 

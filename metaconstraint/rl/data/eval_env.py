@@ -8,6 +8,7 @@ from metaconstraint.rl.data.errors import DatasetError
 from metaconstraint.rl.data.info import dataset_info
 from metaconstraint.rl.data.loading import CombinedDataset, as_dataset
 
+
 def make_eval_env(dataset, num_envs: int = 1) -> gym.vector.SyncVectorEnv:
     """``num_envs`` copies of the dataset's evaluation env (its ``eval_env_spec``, with that horizon);
     Dict observations are flattened as in the transitions. A combined dataset evaluates in its first part's."""

@@ -12,6 +12,7 @@ import numpy as np
 from metaconstraint.rl.data.errors import DatasetError
 from metaconstraint.rl.data.loading import CombinedDataset, as_dataset
 
+
 @dataclasses.dataclass(frozen=True)
 class DatasetInfo:
     """What training and evaluation need to know about a dataset (spaces, scores, horizon, size)."""

@@ -13,6 +13,7 @@ from metaconstraint.rl.data.network import offline_reason, unavailable_error
 from metaconstraint.rl.data.resolve import resolve_dataset_id
 from metaconstraint.rl.data.roots import cache_root, find_local_dataset, minari_root
 
+
 def _check_hdf5(file: pathlib.Path, metadata: dict) -> None:
     """Open ``file`` once and check it holds the episodes its metadata promises."""
     import h5py

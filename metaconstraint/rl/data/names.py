@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 
+
 def _short_names() -> dict[str, str]:
     names: dict[str, str] = {}
     for env in ("pen", "door", "hammer", "relocate"):
@@ -72,6 +73,7 @@ def well_formed(dataset_id: str) -> bool:
 
 
 def versionless(dataset_id: str) -> str:
+    """``dataset_id`` without its ``-vN`` suffix (``"D4RL/pen/human-v2"`` -> ``"D4RL/pen/human"``)."""
     match = VERSION_RE.match(dataset_id)
     return match.group("name") if match else dataset_id
 
@@ -82,6 +84,7 @@ def short_names() -> dict[str, str]:
 
 
 def builtin_ids() -> tuple[str, ...]:
+    """The ids of the sets :mod:`metaconstraint.rl.builtin` generates."""
     from metaconstraint.rl.builtin import BUILTIN_DATASETS
 
     return tuple(BUILTIN_DATASETS)

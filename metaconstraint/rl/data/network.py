@@ -13,6 +13,7 @@ from typing import Any
 from metaconstraint.rl.data.errors import DatasetUnavailableError
 from metaconstraint.rl.data.roots import dataset_roots
 
+
 def _truthy(value: str | None) -> bool:
     return (value or "").strip().lower() in ("1", "true", "yes", "on")
 

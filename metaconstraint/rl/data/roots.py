@@ -9,6 +9,7 @@ import pathlib
 
 from metaconstraint.rl.data.names import VERSION_RE
 
+
 def minari_root() -> pathlib.Path:
     configured = os.environ.get("MINARI_DATASETS_PATH")
     if configured:

@@ -13,6 +13,7 @@ from metaconstraint.rl.data.errors import CORRUPT_ADVICE, READ_ERRORS, DatasetEr
 from metaconstraint.rl.data.info import dataset_info, dataset_spaces
 from metaconstraint.rl.data.loading import CombinedDataset, as_dataset
 
+
 @dataclasses.dataclass
 class Transitions:
     """``N`` transitions, episodes concatenated in order; float32 unless noted.
