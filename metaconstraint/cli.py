@@ -405,7 +405,7 @@ def evaluate_command(
 @app.command("export")
 def export_command(
     run_dir: Path = typer.Argument(..., help="A finished run folder: OUT/<algorithm>/<dataset>/seed<K>[-<tag>]."),
-    format: str = typer.Option("torchscript", "--format", help="torchscript (torch.jit.load) or onnx (onnxruntime)."),
+    format: str = typer.Option("torchscript", "--format", help="torchscript (torch.jit.load), onnx (onnxruntime) or torch-export (torch.export.load, .pt2)."),
     out: Optional[Path] = typer.Option(None, "--out", help="The policy file (default RUN_DIR/export/policy.pt or .onnx)."),
     check: bool = typer.Option(True, "--check/--no-check", help="Load the file back and compare its actions with the toolkit's."),
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),

@@ -1,9 +1,12 @@
-r"""Policies that leave the toolkit: a finished run's policy as one TorchScript or ONNX file.
+r"""Policies that leave the toolkit: a finished run's policy as one TorchScript, ONNX or torch.export file.
 
 The file maps raw observations to actions, :math:`a = \pi\big((s - \mu) / \sigma\big)`, shapes
 ``(B, obs_dim) -> (B, action_dim)``, float32: the run's state normalisation :math:`(\mu, \sigma)`
 and the actor's action scaling (:math:`a_{max} \tanh(\cdot)`) are inside it, so using it needs
-``torch`` (TorchScript) or ``onnxruntime`` (ONNX) and nothing of metaconstraint. Dict observations
+``torch`` (TorchScript: ``torch.jit.load``; torch.export: ``torch.export.load(f).module()``) or
+``onnxruntime`` (ONNX) and nothing of metaconstraint. TorchScript is deprecated in recent torch
+releases (``torch.jit.load`` warns so): it is here for the runtimes that still load it; torch.export's
+``.pt2`` is its successor. Dict observations
 (PointMaze, AntMaze) are flattened in the key order the sidecar lists. A Gaussian actor (IQL,
 aspc-iql) is exported as its mean action, the action the toolkit evaluates.
 
@@ -30,8 +33,8 @@ from metaconstraint.rl.networks import GaussianActor
 from metaconstraint.runs import atomic_write_json, read_json
 from metaconstraint.training import RunPolicy, load_run_policy
 
-Format = Literal["torchscript", "onnx"]
-SUFFIX: dict[str, str] = {"torchscript": ".pt", "onnx": ".onnx"}
+Format = Literal["torchscript", "onnx", "torch-export"]
+SUFFIX: dict[str, str] = {"torchscript": ".pt", "onnx": ".onnx", "torch-export": ".pt2"}
 EXPORT_EXTRA = "pip install 'metaconstraint[export]'"
 
 
@@ -98,7 +101,7 @@ def export_policy(run_dir: Path, format: Format = "torchscript", out: Path | Non
     (``torch.jit.load`` / ``onnxruntime``) and compare its actions with the toolkit's on 256
     observations drawn around the dataset's state statistics."""
     if format not in SUFFIX:
-        raise ExportError(f"unknown export format {format!r}: use torchscript or onnx.")
+        raise ExportError(f"unknown export format {format!r}: use torchscript, onnx or torch-export.")
     run_dir = Path(run_dir)
     _require_finished(run_dir)
     if format == "onnx":
@@ -165,6 +168,9 @@ def _write(module: StandalonePolicy, example: Tensor, path: Path, format: str) -
         with torch.no_grad():
             if format == "torchscript":
                 torch.jit.save(torch.jit.trace(module, example), temporary)
+            elif format == "torch-export":
+                program = torch.export.export(module, (example,), dynamic_shapes={"observation": {0: torch.export.Dim("batch")}})
+                torch.export.save(program, temporary)
             else:
                 _onnx_export(module, example, temporary)
         os.replace(temporary, path)
@@ -200,6 +206,11 @@ def run_exported(path: Path, format: str, observations: np.ndarray) -> tuple[flo
     started = time.perf_counter()
     if format == "torchscript":
         loaded = torch.jit.load(str(path), map_location="cpu")
+        seconds = time.perf_counter() - started
+        with torch.no_grad():
+            return seconds, loaded(torch.as_tensor(observations, dtype=torch.float32)).numpy()
+    if format == "torch-export":
+        loaded = torch.export.load(str(path)).module()
         seconds = time.perf_counter() - started
         with torch.no_grad():
             return seconds, loaded(torch.as_tensor(observations, dtype=torch.float32)).numpy()

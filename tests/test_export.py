@@ -43,13 +43,15 @@ def dataset_observations(count: int = 64) -> np.ndarray:
 def file_actions(path: Path, fmt: str, observations: np.ndarray) -> np.ndarray:
     if fmt == "torchscript":
         return torch.jit.load(str(path))(torch.from_numpy(observations)).detach().numpy()
+    if fmt == "torch-export":
+        return torch.export.load(str(path)).module()(torch.from_numpy(observations)).detach().numpy()
     import onnxruntime
 
     session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     return session.run(None, {"observation": observations})[0]
 
 
-@pytest.mark.parametrize("fmt", ["torchscript", pytest.param("onnx", marks=needs_onnx)])
+@pytest.mark.parametrize("fmt", ["torchscript", "torch-export", pytest.param("onnx", marks=needs_onnx)])
 @pytest.mark.parametrize("algorithm", ["td3bc", "iql"])
 def test_the_exported_file_acts_as_the_toolkit_does(runs, fmt, algorithm, tmp_path):
     run_dir = runs[algorithm]
@@ -101,7 +103,7 @@ def test_an_unfinished_run_is_refused(runs, tmp_path):
 
 def test_bad_formats_and_folders_are_clear_errors(runs, tmp_path):
     result = runner.invoke(app, ["export", str(runs["td3bc"]), "--format", "tflite"])
-    assert result.exit_code == 2 and "use torchscript or onnx" in " ".join(result.output.split())
+    assert result.exit_code == 2 and "use torchscript, onnx or torch-export" in " ".join(result.output.split())
     result = runner.invoke(app, ["export", str(tmp_path)])
     assert result.exit_code == 2 and "not a run folder" in result.output
 
