@@ -1,7 +1,7 @@
 """"Did you mean": one message for a name that no registry knows.
 
 Every lookup by name (algorithms, inner objectives, outer losses, datasets, presets, trackers,
-config keys, member fields, environments) says an unknown name the same way, through
+config keys, member fields, environments, export formats, ...) says an unknown name the same way, through
 :func:`unknown_name`::
 
     unknown algorithm 'aspz'. Did you mean aspc? Known algorithm names: aspc, aspc-iql, iql, td3bc.

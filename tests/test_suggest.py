@@ -108,6 +108,12 @@ def reference():
     paired_comparisons({"aspc": {}, "td3bc": {}}, "aspx")
 
 
+def export_format():
+    from metaconstraint.export import export_policy
+
+    export_policy("no-run", "onxx")
+
+
 def maze():
     from metaconstraint.rl.pointmaze import pointmaze_controller
 
@@ -131,6 +137,7 @@ def maze():
         (sweep_key, "unknown key 'algoritms'", "algorithms"),
         (paired_test, "unknown paired test 'wilcoxn'", "wilcoxon"),
         (reference, "unknown reference algorithm 'aspx'", "aspc"),
+        (export_format, "unknown export format 'onxx'", "onnx"),
         (maze, "unknown maze 'mediun'", "medium"),
     ],
     ids=lambda value: getattr(value, "__name__", None),
