@@ -704,8 +704,7 @@ def build_report(
     """Write ``results.md``, ``results.csv``, ``runs.csv``, ``paired.csv`` and the plots into ``out``;
     print the tables. ``algorithms``: the column order (default: ``reference`` first, the rest by
     name). ``reference``: the algorithm every other is compared with (default: the table's first
-    column); ``effect``: the paired
-    difference, in points, a comparison should be able to detect."""
+    column); ``effect``: the paired difference, in points, a comparison should be able to detect."""
     from rich.markup import escape
 
     from metaconstraint.runs import atomic_write_text
@@ -713,7 +712,7 @@ def build_report(
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    table = score_table(runs, algorithms or ([reference] if reference else None), datasets)  # the reference first
+    table = score_table(runs, algorithms or ([reference] if reference else None), datasets)
     if reference is not None and reference not in table.algorithms:
         raise ValueError(unknown_name("reference algorithm", reference, table.algorithms, why="it has no runs here"))
     reference = reference or (table.algorithms[0] if table.algorithms else None)
