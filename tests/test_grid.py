@@ -296,3 +296,18 @@ def test_grid_record_keeps_run_folders_relative_and_reads_old_absolute_ones(tmp_
     old = {**recorded, "run_dir": str(folder)}  # written before: an absolute path, read as it is
     (moved / "grid.json").write_text(json.dumps({"cells": [old]}))
     assert read_cells(moved / "grid.json")[0]["run_dir"] == folder
+
+
+def test_both_backends_offer_the_backend_protocol():
+    import inspect
+
+    from metaconstraint.grid import Backend, LocalBackend
+    from metaconstraint.ray_backend import RayBackend
+
+    assert isinstance(LocalBackend(1), Backend)
+    for backend in (LocalBackend, RayBackend):  # RayBackend's constructor needs Ray: compare the class
+        assert isinstance(backend.name, str)
+        for method in ("plan", "execute"):
+            assert list(inspect.signature(getattr(backend, method)).parameters)[1:] == list(
+                inspect.signature(getattr(Backend, method)).parameters
+            )[1:], (backend, method)

@@ -10,7 +10,7 @@ are plain picklable data: they cross process queues and Ray.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator, Optional, Protocol, TypedDict, Union
+from typing import Any, Callable, Iterator, Optional, Protocol, TypedDict, Union, runtime_checkable
 
 ProgressFn = Callable[[int, Optional[float], Optional[float]], None]
 """``progress(iteration, score or None, learned scale or None)``, called by a training run."""
@@ -65,6 +65,7 @@ class GridStop:
     signal_number: int | None = None
 
 
+@runtime_checkable
 class Backend(Protocol):
     """Where a grid's jobs run (:class:`~metaconstraint.grid.local.LocalBackend`,
     :class:`~metaconstraint.ray_backend.RayBackend`)."""
