@@ -198,7 +198,7 @@ class A2PR(Algorithm):
 
     def actor_phase(self, state, batch, iteration):
         """The actor step and the target updates."""
-        metrics = self.update_actor(state, batch, self.frozen_inputs(state), iteration)
+        metrics = self.scale.actor_step(self.problem, state, batch, self.frozen_inputs(state), iteration)
         self.td3.update_targets(state)
         return metrics
 

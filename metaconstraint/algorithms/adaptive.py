@@ -191,22 +191,18 @@ class AdaptiveScale:
         return {} if values is None else {self.name: values}
 
     def actor_step(self, problem, state, batch, frozen, iteration: int | None, lr: float | None = None) -> dict[str, Tensor]:
-        """On a meta-iteration the bilevel step, else a first-order step at the scale's current value.
-        ``iteration`` is ``None`` where the step is known to be first-order (a compiled phase must not
-        depend on the iteration number)."""
-        if self.is_meta_iteration(iteration):
-            return self.meta_step(problem, state, batch, frozen, lr=lr)
-        return first_order_step(problem, state, batch, frozen, self.values(state), lr)
-
-    def meta_step(self, problem, state, batch, frozen: dict[str, Any], lr: float | None = None) -> dict[str, Tensor]:
-        """The bilevel actor step: virtual step, meta-update of the scale, commit. Returns metrics."""
+        """On a meta-iteration the bilevel step (virtual step, meta-update of the scale, commit), else
+        a first-order step at the scale's current value. ``iteration`` is ``None`` where the step is
+        known to be first-order (a compiled phase must not depend on the iteration number)."""
+        if not self.is_meta_iteration(iteration):
+            return first_order_step(problem, state, batch, frozen, self.values(state), lr)
         state["actor"], state["actor_opt"], state["meta"], state["outer"], info = bilevel_step(
             problem, state["actor"], state["actor_opt"], state["meta"], batch, frozen, state["outer"], lr=lr
         )
         return {"actor_loss": info.pop("inner_loss"), **info}
 
     def functional_meta_step(self, problem, state, batch, frozen, meta_lrs, lr: float | None = None) -> dict[str, Tensor]:
-        """:meth:`meta_step` in the form ``torch.compile`` traces whole (nested ``torch.func.grad``);
+        """:meth:`actor_step`'s bilevel step in the form ``torch.compile`` traces whole (nested ``torch.func.grad``);
         ``meta_lrs``: :meth:`learning_rates`."""
         state["actor"], state["actor_opt"], state["meta"], state["outer"], info = functional_bilevel_step(
             problem, state["actor"], state["actor_opt"], state["meta"], batch, frozen, state["outer"], meta_lrs, lr=lr

@@ -133,7 +133,7 @@ class ReBRAC(Algorithm):
 
     def actor_phase(self, state, batch, iteration):
         """The actor step and the target updates."""
-        metrics = self.update_actor(state, batch, self.frozen_inputs(state), iteration)
+        metrics = self.scale.actor_step(self.problem, state, batch, self.frozen_inputs(state), iteration)
         self.td3.update_targets(state)
         return metrics
 
