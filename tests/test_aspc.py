@@ -155,3 +155,19 @@ def test_run_writes_the_run_folder(tmp_path):
             assert key in on_disk, key
         assert on_disk["steps"] == 100 and len(on_disk["scores"]) == 2
         assert on_disk["final_score"] == pytest.approx(on_disk["scores"][-1]["score"])
+
+
+def test_hypergradient_steps_unrolls_and_commits_k_actor_steps_per_alpha_update():
+    """``hypergradient_steps = 2``: each alpha update differentiates through two actor steps on its
+    batch and commits both (40 iterations: 20 actor iterations, 2 of them alpha updates -> 22 steps)."""
+    from member_checks import synthetic_buffer
+
+    spec = ProblemSpec(11, 3, 1.0, 1000)
+    sampler = MemberSampler(synthetic_buffer(), 64, [0])
+    algorithm = ASPC(ASPCConfig(hypergradient_steps=2), spec, 1, torch.device("cpu"))
+    state = algorithm.init_state([0])
+    for iteration in range(1, 41):
+        state, metrics = algorithm.update(state, sampler, iteration)
+    assert state["actor_opt"]["count"] == 22 and state["meta"]["updates"] == 2
+    assert torch.isfinite(metrics["grad/alpha"]).all() and metrics["grad/alpha"].item() != 0.0
+    assert MetaParameters.values(state["meta"]["raw"])["alpha"].item() != pytest.approx(2.5, abs=1e-6)

@@ -7,6 +7,8 @@ optimised by its own Adam whose learning rate decays exponentially,
 
 so that after ``K`` meta-updates it has reached the fraction ``f`` of its start (ASPC: ``f = 0.01``
 over the whole run, i.e. ``ExponentialLR`` with ``gamma = f^{1/K}`` stepped once per meta-update).
+The decay is a schedule inside that Adam (:func:`metaconstraint.engine.exponential_decay` of its
+step count ``k``, which equals the state's ``updates``).
 """
 
 from __future__ import annotations
