@@ -402,6 +402,44 @@ def evaluate_command(
     )
 
 
+@app.command("export")
+def export_command(
+    run_dir: Path = typer.Argument(..., help="A finished run folder: OUT/<algorithm>/<dataset>/seed<K>[-<tag>]."),
+    format: str = typer.Option("torchscript", "--format", help="torchscript (torch.jit.load), onnx (onnxruntime) or torch-export (torch.export.load, .pt2)."),
+    out: Optional[Path] = typer.Option(None, "--out", help="The policy file (default RUN_DIR/export/policy.pt or .onnx)."),
+    check: bool = typer.Option(True, "--check/--no-check", help="Load the file back and compare its actions with the toolkit's."),
+    as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+) -> None:
+    """Write a finished run's policy as one standalone file (normalisation and action scaling inside) plus a JSON of
+    its spaces and provenance."""
+    from metaconstraint.config import ConfigError
+    from metaconstraint.export import ExportError, export_policy
+    from metaconstraint.rl.data import DatasetError
+    from metaconstraint.training import DeviceError, ResumeError
+
+    try:
+        with console.status(f"exporting {run_dir} to {format}"):
+            result = export_policy(run_dir, format, out, check)  # type: ignore[arg-type]
+    except (ConfigError, DatasetError, DeviceError, ResumeError, ExportError) as error:
+        fail(str(error))
+    except KeyboardInterrupt:
+        fail("interrupted.", EXIT_INTERRUPTED)
+    record = {
+        "file": str(result.path), "sidecar": str(result.sidecar), "format": result.format, "action": result.action,
+        "bytes": result.size_bytes, "export_seconds": result.export_seconds, "load_seconds": result.load_seconds,
+        "max_abs_difference": result.max_abs_difference,
+    }
+    if as_json:
+        typer.echo(json.dumps(record))
+        return
+    checked = (
+        f"; loads in {result.load_seconds * 1000:.0f} ms, actions within {result.max_abs_difference:.1e} of the toolkit's"
+        if result.max_abs_difference is not None else ""
+    )
+    console.print(f"{result.path} ({result.size_bytes / 1024:.0f} KiB, {result.action}){checked}", markup=False, highlight=False)
+    console.print(f"{result.sidecar}: spaces and provenance", markup=False, highlight=False)
+
+
 from metaconstraint import datasets_cli  # noqa: E402  (list, info, download, collect)
 
 datasets_cli.register(datasets_app)

@@ -918,41 +918,63 @@ def plan_resume(run_dir: Path) -> ResumePlan:
     return ResumePlan(values, directories, iteration, finished, hyper_members)
 
 
+@dataclass
+class RunPolicy:
+    """A run folder's policy as its newest checkpoint left it: the algorithm (one member), its state,
+    the state normalisation, the dataset's description and the checkpoint's payload."""
+
+    run: RunConfig
+    algorithm: Algorithm
+    state: dict[str, Any]
+    normalizer: StateNormalizer
+    info: Any  # rl.data.DatasetInfo
+    payload: dict[str, Any]
+    checkpoint: Path
+
+
+def load_run_policy(run_dir: Path, device: str = "cpu", eval_envs: int = 1) -> tuple[RunPolicy, Any]:
+    """The policy of a run folder's newest checkpoint and ``eval_envs`` copies of its evaluation
+    environment; every mismatch (no checkpoint, another run's checkpoint, other networks) is a
+    :class:`ResumeError` that says which."""
+    values = read_run_folder(run_dir)
+    values["device"] = device
+    run, algorithm_config = build_configs(values, source=f"{Path(run_dir) / 'config.toml'}")
+    torch_device = resolve_device(device)
+    paths = checkpoint_paths(run_dir)
+    if not paths:
+        raise ResumeError(f"{run_dir} has no checkpoint yet.")
+    try:
+        payload = load_checkpoint(paths[-1], "cpu")
+    except Exception as error:  # noqa: BLE001
+        raise ResumeError(f"checkpoint {paths[-1]} cannot be read ({type(error).__name__}: {error}).") from None
+    _, info, env = open_dataset(run.dataset, eval_envs)
+    spec = ProblemSpec(info.observation_dim, info.action_dim, info.max_action, run.steps)
+    algorithm = algorithm_class(run.algorithm)(algorithm_config, spec, 1, torch_device)
+    if payload.get("format") != CHECKPOINT_FORMAT or payload.get("algorithm") != run.algorithm or payload.get("dataset") != info.dataset_id:
+        raise ResumeError(f"checkpoint {paths[-1]} does not belong to this run ({payload.get('algorithm')}, {payload.get('dataset')}).")
+    state = stack_states([payload["state"]], torch_device)
+    if tree_signature(algorithm.init_state([run.seed])) != tree_signature(state):
+        raise ResumeError(f"checkpoint {paths[-1]} does not fit the networks of {run.algorithm} on {info.dataset_id}.")
+    normalizer = StateNormalizer(payload["normalizer"]["mean"].to(torch_device), payload["normalizer"]["std"].to(torch_device))
+    return RunPolicy(run, algorithm, state, normalizer, info, payload, paths[-1]), env
+
+
 def evaluate_run(run_dir: Path, episodes: int | None = None, device: str = "cpu") -> dict[str, Any]:
     """Score the newest checkpoint of a run folder again on seeded episodes.
 
     Returns ``{"step", "seed", "episodes", "scores" (E,), "mean", "std"}``; with the run's own episode
     count it reproduces the score of that checkpoint's evaluation.
     """
-    values = read_run_folder(run_dir)
-    values["device"] = device
-    run, algorithm_config = build_configs(values, source=f"{Path(run_dir) / 'config.toml'}")
-    episodes = episodes or run.eval_episodes
-    if episodes < 1:
+    if episodes is not None and episodes < 1:
         raise ResumeError(f"--episodes must be at least 1, got {episodes}.")
-    torch_device = resolve_device(device)
-    paths = checkpoint_paths(run_dir)
-    if not paths:
-        raise ResumeError(f"{run_dir} has no checkpoint to evaluate yet.")
-    try:
-        payload = load_checkpoint(paths[-1], "cpu")
-    except Exception as error:  # noqa: BLE001
-        raise ResumeError(f"checkpoint {paths[-1]} cannot be read ({type(error).__name__}: {error}).") from None
-    dataset, info, env = open_dataset(run.dataset, min(episodes, 100))  # more episodes play in rounds
-    spec = ProblemSpec(info.observation_dim, info.action_dim, info.max_action, run.steps)
-    algorithm = algorithm_class(run.algorithm)(algorithm_config, spec, 1, torch_device)
-    if payload.get("format") != CHECKPOINT_FORMAT or payload.get("algorithm") != run.algorithm or payload.get("dataset") != info.dataset_id:
-        raise ResumeError(f"checkpoint {paths[-1]} does not belong to this run ({payload.get('algorithm')}, {payload.get('dataset')}).")
-    state = stack_states([payload["state"]], torch_device)
-    expected, found = tree_signature(algorithm.init_state([run.seed])), tree_signature(state)
-    if expected != found:
-        raise ResumeError(f"checkpoint {paths[-1]} does not fit the networks of {run.algorithm} on {info.dataset_id}.")
-    normalizer = StateNormalizer(payload["normalizer"]["mean"].to(torch_device), payload["normalizer"]["std"].to(torch_device))
-    scores = score_policy(algorithm, state, normalizer, info, env, 1, episodes, torch_device)[0]
+    episodes = episodes or build_configs({**read_run_folder(run_dir), "device": device})[0].eval_episodes
+    policy, env = load_run_policy(run_dir, device, min(episodes, 100))  # more episodes play in rounds
+    scores = score_policy(policy.algorithm, policy.state, policy.normalizer, policy.info, env, 1, episodes,
+                          resolve_device(device))[0]
     return {
         "run": str(run_dir),
-        "step": int(payload["iteration"]),
-        "seed": run.seed,
+        "step": int(policy.payload["iteration"]),
+        "seed": policy.run.seed,
         "episodes": episodes,
         "scores": [float(s) for s in scores],
         "mean": float(np.mean(scores)),
@@ -1003,6 +1025,7 @@ __all__ = [
     "check_environment_spaces",
     "evaluate_run",
     "has_run",
+    "load_run_policy",
     "open_dataset",
     "plan_resume",
     "read_run_folder",
