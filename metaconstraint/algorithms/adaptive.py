@@ -33,10 +33,6 @@ class AdaptiveScaleConfig(AlgorithmConfig):
 
     outer_losses: list[str] = Field(default_factory=lambda: ["l1", "l2", "l3"], min_length=1)
     objective: str = Field(..., description="Inner objective: a registered name or module:factory.")
-    hypergradient_steps: int = Field(
-        1, ge=1, description="Inner steps a meta-iteration differentiates through and commits (1: ASPC's one-step "
-        "look-ahead; K: K steps on the same batch, about K times the meta-iteration's cost).",
-    )
 
     @field_validator("outer_losses")
     @classmethod

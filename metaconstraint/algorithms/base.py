@@ -10,7 +10,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, model_validator
 from torch import Tensor
 
-from metaconstraint.engine import BilevelProblem, MetaParameters, Unroll
+from metaconstraint.engine import BilevelProblem, MetaParameters
 from metaconstraint.outer_losses import context_factory
 from metaconstraint.rl.buffer import MemberSampler
 
@@ -111,7 +111,6 @@ class Algorithm(ABC):
             meta_parameters=MetaParameters(self.meta_parameter_specs()),
             make_context=context_factory(self.actor, self.critic, self.objective),
             num_members=self.num_members,
-            hypergradient=Unroll(getattr(self.config, "hypergradient_steps", 1)),
         )
 
     def constraint_scale(self, state: dict[str, Any]) -> Tensor | None:
