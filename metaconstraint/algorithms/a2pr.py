@@ -135,7 +135,7 @@ class A2PR(Algorithm):
         )
         self.scale = make_scale(self, config, self.objective, init_field="alpha", actor_interval=config.policy_freq)
         self.problem = actor_problem(self.objective, self.td3.actor_optimizer, self.actor, self.critic, num_members, self.scale)
-        self.phases = TD3Phases(self, self.critic_phase, self.actor_phase, self.meta_phase)
+        self.phases = TD3Phases(self.scale, self.critic_phase, self.actor_phase, self.meta_phase)
 
     def init_state(self, seeds):
         state = self.td3.init_state(seeds, self.device)
@@ -196,15 +196,15 @@ class A2PR(Algorithm):
         loss = vae_loss(reconstruction, mean, log_std, actions, self.config.vae_weight * gate.to(actions.dtype))
         return loss, gate.to(actions.dtype).mean()
 
-    def actor_phase(self, state, batch, iteration):
-        """The actor step and the target updates."""
-        metrics = self.scale.actor_step(self.problem, state, batch, self.frozen_inputs(state), iteration)
+    def actor_phase(self, state, batch):
+        """The first-order actor step at the scale's current value, and the target updates."""
+        metrics = self.scale.actor_step(self.problem, state, batch, self.frozen_inputs(state), None)
         self.td3.update_targets(state)
         return metrics
 
-    def meta_phase(self, state, batch, meta_lrs):
+    def meta_phase(self, state, batch):
         """A meta-iteration's actor phase as one compilable graph (alpha learned: ``aspc-a2pr``)."""
-        metrics = self.scale.functional_meta_step(self.problem, state, batch, self.frozen_inputs(state), meta_lrs)
+        metrics = self.scale.meta_step(self.problem, state, batch, self.frozen_inputs(state))
         self.td3.update_targets(state)
         return metrics
 

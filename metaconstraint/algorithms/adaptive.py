@@ -21,19 +21,11 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Callable, ClassVar, Literal
 
-import torch
 from pydantic import AliasChoices, Field, field_validator, model_validator
 from torch import Tensor
 
 from metaconstraint.algorithms.base import AlgorithmConfig
-from metaconstraint.engine import (
-    BilevelProblem,
-    MetaParameter,
-    MetaParameters,
-    bilevel_step,
-    functional_bilevel_step,
-    inner_step,
-)
+from metaconstraint.engine import BilevelProblem, MetaParameter, MetaParameters, bilevel_step, inner_step
 from metaconstraint.outer_losses import context_factory, resolve_outer_losses
 
 RELEASED_DECAY_STEPS = 1_000_000  # the released ASPC code decays alpha's lr over 1M iterations in every run
@@ -112,10 +104,11 @@ def actor_problem(objective, optimizer, actor, critic, num_members: int, scale) 
     )
 
 
-def first_order_step(problem, state, batch, frozen, scale: dict[str, Tensor], lr: float | None = None) -> dict[str, Tensor]:
+def first_order_step(problem, state, batch, frozen, scale: dict[str, Tensor]) -> dict[str, Tensor]:
     """One step of the actor's optimizer on the objective at the scale ``{name: (M,)}``."""
-    state["actor"], state["actor_opt"], loss = inner_step(problem, state["actor"], state["actor_opt"], scale, batch, frozen, lr=lr)
-    return {"actor_loss": loss}
+    step = inner_step(problem, state["actor"], state["actor_opt"], scale, batch, frozen)
+    state["actor"], state["actor_opt"] = step.params, step.opt_state
+    return {"actor_loss": step.loss}
 
 
 class FixedScale:
@@ -142,9 +135,9 @@ class FixedScale:
     def initial_values(self, member_values: dict[str, list[float]]) -> dict[str, list[float]]:
         return {}
 
-    def actor_step(self, problem, state, batch, frozen, iteration: int | None, lr: float | None = None) -> dict[str, Tensor]:
+    def actor_step(self, problem, state, batch, frozen, iteration: int | None) -> dict[str, Tensor]:
         """A first-order step of the actor objective at the scale's value."""
-        return first_order_step(problem, state, batch, frozen, self.values(state), lr)
+        return first_order_step(problem, state, batch, frozen, self.values(state))
 
 
 class AdaptiveScale:
@@ -190,30 +183,20 @@ class AdaptiveScale:
         values = member_values.get(self.init_field)
         return {} if values is None else {self.name: values}
 
-    def actor_step(self, problem, state, batch, frozen, iteration: int | None, lr: float | None = None) -> dict[str, Tensor]:
-        """On a meta-iteration the bilevel step (virtual step, meta-update of the scale, commit), else
-        a first-order step at the scale's current value. ``iteration`` is ``None`` where the step is
-        known to be first-order (a compiled phase must not depend on the iteration number)."""
+    def actor_step(self, problem, state, batch, frozen, iteration: int | None) -> dict[str, Tensor]:
+        """On a meta-iteration the bilevel step, else a first-order step at the scale's current value.
+        ``iteration`` is ``None`` where the step is known to be first-order (a compiled phase must not
+        depend on the iteration number)."""
         if not self.is_meta_iteration(iteration):
-            return first_order_step(problem, state, batch, frozen, self.values(state), lr)
-        state["actor"], state["actor_opt"], state["meta"], state["outer"], info = bilevel_step(
-            problem, state["actor"], state["actor_opt"], state["meta"], batch, frozen, state["outer"], lr=lr
-        )
-        return {"actor_loss": info.pop("inner_loss"), **info}
+            return first_order_step(problem, state, batch, frozen, self.values(state))
+        return self.meta_step(problem, state, batch, frozen)
 
-    def functional_meta_step(self, problem, state, batch, frozen, meta_lrs, lr: float | None = None) -> dict[str, Tensor]:
-        """:meth:`actor_step`'s bilevel step in the form ``torch.compile`` traces whole (nested ``torch.func.grad``);
-        ``meta_lrs``: :meth:`learning_rates`."""
-        state["actor"], state["actor_opt"], state["meta"], state["outer"], info = functional_bilevel_step(
-            problem, state["actor"], state["actor_opt"], state["meta"], batch, frozen, state["outer"], meta_lrs, lr=lr
-        )
-        return {"actor_loss": info.pop("inner_loss"), **info}
-
-    def learning_rates(self, problem, state, device) -> dict[str, Tensor]:
-        """This meta-update's scheduled learning rates as 0-d tensors (inputs of a compiled graph, so
-        the decay does not recompile it)."""
-        rates = problem.meta_parameters.learning_rates(state["meta"])
-        return {name: torch.tensor(rate, device=device) for name, rate in rates.items()}
+    def meta_step(self, problem, state, batch, frozen) -> dict[str, Tensor]:
+        """The bilevel actor step (:func:`metaconstraint.engine.bilevel_step`, eager or traced whole by
+        ``torch.compile``): virtual step, meta-update of the scale, commit. Returns metrics."""
+        step = bilevel_step(problem, state["actor"], state["actor_opt"], state["meta"], batch, frozen, state["outer"])
+        state["actor"], state["actor_opt"], state["meta"], state["outer"] = step.params, step.opt_state, step.meta_state, step.outer_state
+        return {"actor_loss": step.info.pop("inner_loss"), **step.info}
 
 
 def make_scale(algorithm, config, objective, *, init_field: str, actor_interval: int):

@@ -170,31 +170,20 @@ class TD3Backbone:
 
 class TD3Phases:
     """A TD3-backbone iteration as phases that are pure functions of the state and the iteration's
-    draws, eager or compiled (:meth:`compile`):
+    draws, eager or compiled (:meth:`compile`): ``critic(state, batch, noise)`` every iteration;
+    every ``policy_freq``-th, ``first_order_actor(state, batch)``, or on the scale's meta-iterations
+    ``meta(state, batch)`` (the bilevel actor step; compiled as a graph of its own)."""
 
-    - ``critic(state, batch, noise)`` every iteration;
-    - ``actor(state, batch, iteration)`` every ``policy_freq``-th: the first-order actor phase, or,
-      on the scale's meta-iterations, the bilevel one (compiled: ``meta_phase(state, batch,
-      meta_lrs)``, written with nested ``torch.func.grad``).
-    """
-
-    def __init__(self, algorithm, critic_phase, actor_phase, meta_phase):
-        self.algorithm = algorithm
+    def __init__(self, scale, critic_phase, actor_phase, meta_phase):
+        self.scale = scale
         self.critic = critic_phase
-        self.eager_actor = actor_phase
         self.first_order_actor = actor_phase
-        self.meta_phase = meta_phase
-        self.compiled_meta = None  # None: meta-iterations run the eager actor phase
+        self.meta = meta_phase
 
     def actor(self, state, batch, iteration: int) -> dict[str, Tensor]:
-        algorithm = self.algorithm
-        if not algorithm.scale.is_meta_iteration(iteration):
-            # first-order: the iteration number is not an input of the (compiled) actor phase
-            return self.first_order_actor(state, batch, None)
-        if self.compiled_meta is None:
-            return self.eager_actor(state, batch, iteration)
-        rates = algorithm.scale.learning_rates(algorithm.problem, state, algorithm.device)
-        return self.compiled_meta(state, batch, rates)
+        if self.scale.is_meta_iteration(iteration):
+            return self.meta(state, batch)
+        return self.first_order_actor(state, batch)
 
     def compile(self) -> bool:
         """Compile the critic phase and the first-order actor phase with ``torch.compile`` (and the
@@ -205,6 +194,6 @@ class TD3Phases:
         warning and the eager phases."""
         self.critic = compiled_or_eager(self.critic)
         self.first_order_actor = compiled_or_eager(self.first_order_actor)
-        if self.algorithm.scale.learned:
-            self.compiled_meta = compiled_or_eager(self.meta_phase)
+        if self.scale.learned:
+            self.meta = compiled_or_eager(self.meta)
         return True

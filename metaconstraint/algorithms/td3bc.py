@@ -40,7 +40,7 @@ class TD3BC(Algorithm):
         self.objective = build_objective(getattr(config, "objective", "td3bc"), "td3bc", self.actor, self.critic)
         self.scale = make_scale(self, config, self.objective, init_field="alpha", actor_interval=config.policy_freq)
         self.problem = actor_problem(self.objective, self.td3.actor_optimizer, self.actor, self.critic, num_members, self.scale)
-        self.phases = TD3Phases(self, self.critic_phase, self.actor_phase, self.meta_phase)
+        self.phases = TD3Phases(self.scale, self.critic_phase, self.actor_phase, self.meta_phase)
 
     def init_state(self, seeds):
         state = self.td3.init_state(seeds, self.device)
@@ -63,16 +63,16 @@ class TD3BC(Algorithm):
         bootstrap = self.td3.bootstrap(state, batch, noise)
         return self.td3.critic_step(state, batch, bootstrap["target"])
 
-    def actor_phase(self, state, batch, iteration):
-        """The actor step and the target updates."""
-        metrics = self.scale.actor_step(self.problem, state, batch, self.frozen_inputs(state), iteration)
+    def actor_phase(self, state, batch):
+        """The first-order actor step at the scale's current value, and the target updates."""
+        metrics = self.scale.actor_step(self.problem, state, batch, self.frozen_inputs(state), None)
         self.td3.update_targets(state)
         return metrics
 
-    def meta_phase(self, state, batch, meta_lrs):
+    def meta_phase(self, state, batch):
         """A meta-iteration's actor phase as one compilable graph: the bilevel actor step (nested
         ``torch.func.grad``), the meta-update and the target updates."""
-        metrics = self.scale.functional_meta_step(self.problem, state, batch, self.frozen_inputs(state), meta_lrs)
+        metrics = self.scale.meta_step(self.problem, state, batch, self.frozen_inputs(state))
         self.td3.update_targets(state)
         return metrics
 
