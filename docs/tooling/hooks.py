@@ -152,17 +152,27 @@ def algorithm_page(name: str, cls) -> str:
             f"metaconstraint run {name} --dataset builtin/pendulum/medium-v0 --steps 3000   # offline, built-in data",
             "```",
             "",
-            "## API",
-            "",
-            f"::: {cls.__module__}",
-            "    options:",
-            "      show_root_heading: false",
-            "      show_root_toc_entry: false",
-            "      show_docstring_description: false",
-            "      heading_level: 3",
-            "",
+            *api_section(name, cls),
         ]
     )
+
+
+def api_section(name: str, cls) -> list[str]:
+    """The module's API, on one page only: a variant (``aspc-rebrac``) points to its module's page."""
+    if variant_of_a_registered_algorithm(cls):
+        base = next(other for other in cls.__mro__[1:] if getattr(other, "name", None) in registered_algorithms())
+        return ["## API", "", f"The classes are on [{base.name}'s page]({base.name}.md#api).", ""]
+    return [
+        "## API",
+        "",
+        f"::: {cls.__module__}",
+        "    options:",
+        "      show_root_heading: false",
+        "      show_root_toc_entry: false",
+        "      show_docstring_description: false",
+        "      heading_level: 3",
+        "",
+    ]
 
 
 def configuration_page() -> str:

@@ -6,7 +6,11 @@ One iteration (:meth:`TD3BC.update`):
    (:mod:`metaconstraint.algorithms.td3`).
 2. Every ``policy_freq`` iterations: the actor step on the TD3+BC objective
    (:mod:`metaconstraint.objectives.td3bc`) at the scale ``alpha``, then Polyak averaging of both
-   targets with ``tau``.
+   targets with ``tau``:
+
+.. math::
+    L(\theta; \alpha) = -\frac{\alpha}{\mathrm{sg}\big(\frac1B\sum_i |Q_1(s_i, \pi_\theta(s_i))|\big)}
+        \frac{1}{B}\sum_i Q_1(s_i, \pi_\theta(s_i)) + \frac{1}{B}\sum_i \frac{1}{A}\lVert \pi_\theta(s_i) - a_i \rVert^2
 
 ``alpha`` is a config value here; ASPC (:mod:`metaconstraint.algorithms.aspc`) is this algorithm with
 an adaptive config, which makes alpha a learned meta-parameter (:mod:`metaconstraint.algorithms.adaptive`).
