@@ -109,15 +109,10 @@ def _train_or_check(values: dict, resume: bool, dry_run: bool, member_sweep: dic
     from metaconstraint.rl.data import DatasetError
     from metaconstraint.runs import RunFolderError
     from metaconstraint.trackers import TrackerError
-    from metaconstraint.training import (
-        DeviceError,
-        ResumeError,
-        Trainer,
-        TrainingDiverged,
-        TrainingInterrupted,
-        has_run,
-        validate_run,
-    )
+    from metaconstraint.monitor import TrainingDiverged
+    from metaconstraint.problem import DeviceError
+    from metaconstraint.runs import ResumeError, has_run
+    from metaconstraint.training import Trainer, TrainingInterrupted, validate_run
 
     def notify(message: str) -> None:
         errors.print(message, markup=False, highlight=False)
@@ -327,7 +322,8 @@ def _resume_values(run_dir: Path, given: dict) -> tuple[dict, list | None]:
     config-file keys) must agree with the config, except ``device``. Exits when the run had finished."""
     from metaconstraint.config import ConfigError, build_configs, resolved_config
     from metaconstraint.rl.data import DatasetError, resolve_dataset_id
-    from metaconstraint.training import RESUME_FREE_KEYS, ResumeError, plan_resume
+    from metaconstraint.checkpoint import RESUME_FREE_KEYS, plan_resume
+    from metaconstraint.runs import ResumeError
 
     try:
         plan = plan_resume(run_dir)
@@ -382,7 +378,9 @@ def evaluate_command(
     """Score the newest checkpoint of a run folder again, on the run's seeded evaluation episodes."""
     from metaconstraint.config import ConfigError
     from metaconstraint.rl.data import DatasetError
-    from metaconstraint.training import DeviceError, ResumeError, evaluate_run
+    from metaconstraint.checkpoint import evaluate_run
+    from metaconstraint.problem import DeviceError
+    from metaconstraint.runs import ResumeError
 
     try:
         with console.status(f"evaluating {run_dir}"):
@@ -415,7 +413,8 @@ def export_command(
     from metaconstraint.config import ConfigError
     from metaconstraint.export import ExportError, export_policy
     from metaconstraint.rl.data import DatasetError
-    from metaconstraint.training import DeviceError, ResumeError
+    from metaconstraint.problem import DeviceError
+    from metaconstraint.runs import ResumeError
 
     try:
         with console.status(f"exporting {run_dir} to {format}"):

@@ -23,13 +23,14 @@ import os
 import queue as queue_module
 import shutil
 import signal
-import threading
 import time
 import tomllib
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
+
+from metaconstraint.signals import StopRequest, stop_on_signals
 
 GRID_FILE = "grid.json"
 
@@ -115,7 +116,7 @@ def cell_directory(values: dict[str, Any]) -> Path | None:
 def _same_config(directory: Path, expected: dict[str, Any]) -> bool:
     """Whether the run folder's ``config.toml`` matches, up to the keys a resume may change (``out``,
     ``device``, ...: a cell started on one backend or machine can be finished on another)."""
-    from metaconstraint.training import RESUME_FREE_KEYS
+    from metaconstraint.checkpoint import RESUME_FREE_KEYS
 
     try:
         written = tomllib.loads((directory / "config.toml").read_text())
@@ -199,7 +200,8 @@ def run_packed(cells: list[dict[str, Any]], progress: ProgressFn | None = None) 
     from metaconstraint.config import algorithm_class, build_configs
     from metaconstraint.members import Member, member_records
     from metaconstraint.runs import checkpoint_paths
-    from metaconstraint.training import Trainer, _header
+    from metaconstraint.checkpoint import newest_header
+    from metaconstraint.training import Trainer
 
     fields = [f for f in algorithm_class(cells[0]["algorithm"]).member_fields if f in cells[0]]
     base = {k: v for k, v in cells[0].items() if k not in fields and k != "tag"}
@@ -208,7 +210,7 @@ def run_packed(cells: list[dict[str, Any]], progress: ProgressFn | None = None) 
     trainer = Trainer(run, algorithm_config, progress=progress, members=members)
     records = member_records(members) if trainer.member_sweep else None
     resume = all(
-        checkpoint_paths(d) and _same_config(d, expected) and (_header(d) or {}).get("member_records") == records
+        checkpoint_paths(d) and _same_config(d, expected) and (newest_header(d) or {}).get("member_records") == records
         for d, expected in zip(trainer.directories, trainer.member_resolved)
     )
     if not resume:
@@ -396,33 +398,6 @@ def _local_work(index: int, values: dict[str, Any]) -> dict[str, Any]:
     return result
 
 
-class GridStop:
-    """The driver's stop request: the first SIGINT/SIGTERM sets ``signal_number``, a second one
-    raises ``KeyboardInterrupt`` (stop at once)."""
-
-    signal_number: int | None = None
-
-
-@contextlib.contextmanager
-def _driver_signals() -> Iterator[GridStop]:
-    stop = GridStop()
-    if threading.current_thread() is not threading.main_thread():
-        yield stop
-        return
-
-    def handler(signum, frame):
-        if stop.signal_number is not None:
-            raise KeyboardInterrupt
-        stop.signal_number = signum
-
-    previous = {number: signal.signal(number, handler) for number in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield stop
-    finally:
-        for number, old in previous.items():
-            signal.signal(number, old)
-
-
 def torch_threads(workers: int) -> int:
     """``cores // workers`` torch threads per worker, at most ``OMP_NUM_THREADS`` when set."""
     threads = max(1, available_cores() // workers)
@@ -448,7 +423,7 @@ class LocalBackend:
         self._threads = self.cpus_per_run or torch_threads(self._workers)
         return f"running {jobs} run(s) on {self._workers} worker process(es), {self._threads} torch thread(s) each"
 
-    def execute(self, jobs: list[tuple[int, dict[str, Any]]], stop: GridStop) -> Iterator[Event]:
+    def execute(self, jobs: list[tuple[int, dict[str, Any]]], stop: StopRequest) -> Iterator[Event]:
         import multiprocessing
         from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
         from concurrent.futures.process import BrokenProcessPool
@@ -649,7 +624,7 @@ def run_grid(
     def job_name(group: list[int]) -> str:
         return cell_name(cells[group[0]]) if len(group) == 1 else f"{cell_name(cells[group[0]])} +{len(group) - 1} members"
 
-    with _driver_signals() as stop, GridDisplay(console, sum(steps.values()), len(pending)) as display:
+    with stop_on_signals() as stop, GridDisplay(console, sum(steps.values()), len(pending)) as display:
         for event in backend.execute([(i, job_values(group)) for i, group in jobs.items()], stop):
             kind, index = event[0], event[1]
             if kind == "started":
