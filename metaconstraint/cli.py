@@ -52,13 +52,15 @@ def fail(message: str, code: int = EXIT_USAGE) -> None:
     raise typer.Exit(code)
 
 
-def _progress_callback(progress: Progress, task, total: int):
-    def update(iteration: int, score: float | None, alpha: float | None) -> None:
+def _progress_callback(progress: Progress, task, trainer):
+    """The trainer's progress as the bar's fields; the learned scale under its own name (alpha, beta)."""
+
+    def update(iteration: int, score: float | None, scale: float | None) -> None:
         fields = {}
         if score is not None:
             fields["score"] = f"{score:.1f}"
-        if alpha is not None:
-            fields["alpha"] = f"{alpha:.3f}"
+        if scale is not None:
+            fields["scale"] = f"{trainer.scale_name} [magenta]{scale:.3f}[/]"
         progress.update(task, completed=iteration, **fields)
 
     return update
@@ -143,18 +145,18 @@ def _train_or_check(values: dict, resume: bool, dry_run: bool, member_sweep: dic
         TextColumn("{task.completed:,}/{task.total:,}"),
         TextColumn("[cyan]{task.fields[rate]}"),
         TextColumn("score [green]{task.fields[score]}"),
-        TextColumn("alpha [magenta]{task.fields[alpha]}"),
+        TextColumn("{task.fields[scale]}"),
         TimeElapsedColumn(),
         TimeRemainingColumn(),
         console=console,
         transient=False,
     )
     with progress:
-        task = progress.add_task("train", total=run.steps, score="-", alpha="-", rate="")
-        base = _progress_callback(progress, task, run.steps)
+        task = progress.add_task("train", total=run.steps, score="-", scale="", rate="")
+        base = _progress_callback(progress, task, trainer)
 
-        def update(iteration, score, alpha):
-            base(iteration, score, alpha)
+        def update(iteration, score, scale):
+            base(iteration, score, scale)
             speed = progress.tasks[0].speed
             if speed:
                 progress.update(task, rate=f"{speed:,.0f} it/s")
@@ -187,14 +189,16 @@ def _train_or_check(values: dict, resume: bool, dry_run: bool, member_sweep: dic
 
 def _print_summaries(summaries: list[dict], directories: list[Path]) -> None:
     table = Table(title="results")
-    for column in ("member" if any("-" in d.name for d in directories) else "seed", "final score", "alpha", "updates/s"):
+    names = {s["scale_name"] for s in summaries if "scale_name" in s}
+    scale_column = [f"final {names.pop()}"] if len(names) == 1 else []  # the learned scale by its own name
+    for column in ("member" if any("-" in d.name for d in directories) else "seed", "final score", *scale_column, "updates/s"):
         table.add_column(column)
     for summary, directory in zip(summaries, directories):
-        alpha = summary.get("final_alpha")
+        scale = [f"{summary['final_scale']:.3f}"] if scale_column else []
         table.add_row(
             directory.name.removeprefix("seed") if "-" in directory.name else str(summary["seed"]),
             f"{summary['final_score']:.1f}",
-            "-" if alpha is None else f"{alpha:.3f}",
+            *scale,
             f"{summary['updates_per_second']:.0f}",
         )
     console.print(table)
