@@ -321,7 +321,9 @@ def drop_newer_checkpoints(directory: Path, step: int) -> None:
             path.unlink(missing_ok=True)
 
 
-def check_payload(path: Path, payload: Any, k: int, algorithm: str, dataset_id: str, members: list[Member], member_sweep: bool) -> None:
+def check_payload(
+    path: Path, payload: Any, k: int, algorithm: str, dataset_id: str, members: list[Member], member_sweep: bool
+) -> None:
     """Raise :class:`ResumeError` unless ``payload`` is member ``k``'s checkpoint of this run: this
     format, algorithm, dataset, seeds and (with a member sweep) members."""
     check_format(path, payload)
@@ -347,7 +349,9 @@ def check_config(path: Path, saved: dict[str, Any], resolved: dict[str, Any]) ->
     """Raise :class:`ResumeError` when the checkpoint's config differs from the run's ``resolved`` one
     beyond :data:`RESUME_FREE_KEYS`."""
     keys = sorted((set(saved) | set(resolved)) - set(RESUME_FREE_KEYS))
-    changed = [f"{key} (checkpoint {saved.get(key)!r}, now {resolved.get(key)!r})" for key in keys if saved.get(key) != resolved.get(key)]
+    changed = [
+        f"{key} (checkpoint {saved.get(key)!r}, now {resolved.get(key)!r})" for key in keys if saved.get(key) != resolved.get(key)
+    ]
     if changed:
         raise ResumeError(
             f"checkpoint {path} was written with another configuration: {', '.join(changed)}. Resuming "

@@ -23,7 +23,7 @@ import os
 from pathlib import Path
 from typing import Any, Iterator
 
-from metaconstraint.grid import GridStop
+from metaconstraint.signals import StopRequest
 
 INSTALL_HINT = "pip install 'metaconstraint[ray]'"
 DEFAULT_MAX_RETRIES = 3
@@ -196,7 +196,7 @@ class RayBackend:
         )
 
     # ------------------------------------------------------------------------- running
-    def execute(self, jobs: list[tuple[int, dict[str, Any]]], stop: GridStop) -> Iterator[tuple]:
+    def execute(self, jobs: list[tuple[int, dict[str, Any]]], stop: StopRequest) -> Iterator[tuple]:
         ray = self.ray
         from ray.exceptions import RayError, RayTaskError, TaskCancelledError
 

@@ -346,11 +346,12 @@ def csv_table(table: ScoreTable) -> str:
 def runs_csv(runs: list[RunResult]) -> str:
     buffer = io.StringIO()
     writer = csv.writer(buffer)
-    writer.writerow(["algorithm", "dataset", "seed", "status", "final_score", "final_score_rule", "final_scale", "scale_name", "steps", "run_dir", "error"])
+    writer.writerow(["algorithm", "dataset", "seed", "status", "final_score", "final_score_rule", "final_scale", "scale_name",
+                     "steps", "run_dir", "error"])
     for r in sorted(runs, key=lambda r: (r.algorithm, r.dataset, r.seed)):
         writer.writerow(
-            [r.algorithm, r.dataset, r.seed, r.status, _number(r.final_score), r.rule or "", _number(r.final_scale), r.scale_name or "",
-             r.steps if r.steps is not None else "", r.directory or "", r.error or ""]
+            [r.algorithm, r.dataset, r.seed, r.status, _number(r.final_score), r.rule or "", _number(r.final_scale),
+             r.scale_name or "", r.steps if r.steps is not None else "", r.directory or "", r.error or ""]
         )
     return buffer.getvalue()
 
@@ -569,7 +570,8 @@ def _curves(runs: list[RunResult], key: str) -> dict[tuple[str, str], tuple[np.n
 
 
 def plot_curves(
-    table: ScoreTable, runs: list[RunResult], key: str, ylabel: str, path: Path, algorithms=None, labels: dict[str, str] | None = None
+    table: ScoreTable, runs: list[RunResult], key: str, ylabel: str, path: Path, algorithms=None,
+    labels: dict[str, str] | None = None,
 ) -> Path | None:
     """One panel per dataset: mean over seeds of ``key`` with a +-1 std band, one line per algorithm
     (in the legend as ``labels[algorithm]``, default the algorithm)."""

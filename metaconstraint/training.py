@@ -357,7 +357,8 @@ class Trainer:
         broken = non_finite_tensors(state)
         if not guard.bad() and not broken:
             return None
-        what, quantity, step, hit = divergence_message(guard, broken, iteration, self.algorithm.constraint_scale(state), self._member_list)
+        scale = self.algorithm.constraint_scale(state)
+        what, quantity, step, hit = divergence_message(guard, broken, iteration, scale, self._member_list)
         kept = (
             f"The last good checkpoint, iteration {self.last_checkpoint}, is kept in "
             f"{self.directories[0] / 'checkpoints'}; nothing after it was saved."
