@@ -156,23 +156,6 @@ def checkpoint_path(directory: Path, step: int) -> Path:
     return Path(directory) / "checkpoints" / f"{CHECKPOINT_PREFIX}{step:08d}.pt"
 
 
-def save_checkpoint(directory: Path, step: int, payload: dict[str, Any], keep: int | None = 2) -> Path:
-    """Atomically write ``checkpoints/step<N>.pt``; then keep the newest ``keep`` (``None``: keep all).
-
-    If the write fails (a full disk), the temporary file is removed and the checkpoints already
-    there are untouched.
-    """
-    path = checkpoint_path(directory, step)
-    # Serialise in memory first: torch's zip writer turns a failed file write (ENOSPC) into an
-    # opaque RuntimeError, while a plain write of the bytes raises the OSError callers handle.
-    serialised = io.BytesIO()
-    torch.save(payload, serialised)
-    atomic_write(path, lambda handle: handle.write(serialised.getbuffer()))
-    if keep is not None:
-        prune_checkpoints(directory, keep)
-    return path
-
-
 def prune_checkpoints(directory: Path, keep: int) -> None:
     """Delete all but the newest ``keep`` checkpoints."""
     for old in checkpoint_paths(directory)[:-keep]:
@@ -185,11 +168,6 @@ def remove_temporary_files(directory: Path) -> None:
         if folder.is_dir():
             for leftover in folder.glob(".*.tmp"):
                 leftover.unlink(missing_ok=True)
-
-
-def load_checkpoint(path: Path, device="cpu") -> dict[str, Any]:
-    """A checkpoint is data, never code: ``weights_only=True``."""
-    return torch.load(path, map_location=device, weights_only=True)
 
 
 def _version(package: str) -> str | None:
