@@ -11,7 +11,10 @@ worktree of that commit, so a later session with newer code finishes the grid on
 began with. Package versions (torch, mujoco, ...) must match the runs already made: a MuJoCo patch
 release changes pen's trajectories (docs/results/history-20k.md), so a mismatch stops the grid.
 
-A job is one setting of one arm on one dataset for up to 5 seeds, trained as one vectorised run.
+A job is one setting of one arm on one dataset for up to ``--max-seeds`` seeds (default 2), trained as
+one vectorised run. Packing more seeds does not make a seed cheaper on this CPU (docs/performance.md:
+5 packed seeds run at 104% of one seed's per-seed rate), and a big job is a big loss when it cannot
+finish: session 7's two 5-seed jobs slowed from 15 to ~3.5 iterations/s while four helpers tested.
 Checkpoints do not outlive a session's machine (they are not committed), so a job cut off at the
 session's end is lost: with ``--until`` a job starts only with as many seeds as it can finish by then
 (``--member-minutes`` per seed, raised to the slowest per-seed time a finished job of this session
@@ -40,7 +43,7 @@ ROOT = HERE.parents[2]
 RUNS = HERE.relative_to(ROOT) / "runs"
 COMMIT_FILE = HERE / "GRID_COMMIT"
 CODE_PATHS = ["metaconstraint", "pyproject.toml"]
-MAX_MEMBERS = 5  # a 5-seed job takes ~50 min on one core
+MAX_SEEDS = 2  # seeds per job: ~25 min on a quiet core, so a session's end or a busy machine costs little
 
 
 def git(*args: str, cwd: Path = ROOT) -> str:
@@ -159,11 +162,11 @@ def leading_run(seeds: list[int], limit: int) -> list[int]:
     return run
 
 
-def seeds_that_fit(until: dt.datetime | None, member_minutes: float) -> int:
+def seeds_that_fit(until: dt.datetime | None, member_minutes: float, max_seeds: int) -> int:
     if until is None:
-        return MAX_MEMBERS
+        return max_seeds
     minutes = (until - dt.datetime.now(dt.timezone.utc)).total_seconds() / 60
-    return max(0, min(MAX_MEMBERS, int(minutes // member_minutes)))
+    return max(0, min(max_seeds, int(minutes // member_minutes)))
 
 
 def deadline(text: str | None) -> dt.datetime | None:
@@ -194,6 +197,7 @@ def main() -> None:
     parser.add_argument("--until", help="start no job that cannot finish by then: HH:MM (UTC, today) or ISO time")
     parser.add_argument("--member-minutes", type=float, default=12.0,
                         help="wall minutes one seed adds to a job (50k iterations on one core, evaluations included)")
+    parser.add_argument("--max-seeds", type=int, default=MAX_SEEDS, help="seeds trained together in one job")
     parser.add_argument("--dry-run", action="store_true", help="list the pending jobs and stop")
     args = parser.parse_args()
     until = deadline(args.until)
@@ -212,7 +216,7 @@ def main() -> None:
     def worker() -> None:
         while True:
             with lock:
-                fit = seeds_that_fit(until, member_minutes[0])
+                fit = seeds_that_fit(until, member_minutes[0], args.max_seeds)
                 if not queue or fit == 0:
                     return
                 job = queue[0]
@@ -221,7 +225,7 @@ def main() -> None:
                 if not job.seeds:
                     queue.pop(0)
             spec = {**job.spec, "seed": seeds[0], "seeds": len(seeds)}
-            command = sweep_command(spec, "--workers", "1", "--max-members", str(MAX_MEMBERS))
+            command = sweep_command(spec, "--workers", "1", "--max-members", str(args.max_seeds))
             started = dt.datetime.now(dt.timezone.utc)
             print(f"{started:%H:%M} start {job.name} seeds {seeds}", flush=True)
             result = subprocess.run(command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL)
