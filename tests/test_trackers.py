@@ -59,7 +59,7 @@ def test_tensorboard_event_files_hold_every_metric_at_its_steps(logged_run):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     run_dir, series, summary, config = logged_run
-    assert {"critic_loss", "actor_loss", "alpha", "score", "outer/l1"} <= set(series)
+    assert {"critic_loss", "actor_loss", "scale/alpha", "score", "outer/l1"} <= set(series)
     events = EventAccumulator(str(run_dir / "tensorboard"), size_guidance={"scalars": 0, "tensors": 0})
     events.Reload()
     scalars = set(events.Tags()["scalars"])
