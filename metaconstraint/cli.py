@@ -13,6 +13,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
+from metaconstraint.terminal import print_whole
 from metaconstraint.trackers import Tracker, WandbMode, tracker_values
 
 
@@ -52,31 +53,38 @@ def fail(message: str, code: int = EXIT_USAGE) -> None:
     raise typer.Exit(code)
 
 
-def _progress_callback(progress: Progress, task, trainer):
+def _progress_callback(progress: Progress, task):
     """The trainer's progress as the bar's fields; the learned scale under its own name (alpha, beta)."""
 
-    def update(iteration: int, score: float | None, scale: float | None) -> None:
+    def update(iteration: int, score: float | None, scale: tuple[str, float] | None) -> None:
         fields = {}
         if score is not None:
             fields["score"] = f"{score:.1f}"
         if scale is not None:
-            fields["scale"] = f"{trainer.scale_name} [magenta]{scale:.3f}[/]"
+            fields["scale"] = f"{scale[0]} [magenta]{scale[1]:.3f}[/]"
         progress.update(task, completed=iteration, **fields)
 
     return update
 
 
-def _train(values: dict, resume: bool, dry_run: bool = False, member_sweep: dict | None = None, members: list | None = None) -> None:
+def _train(
+    values: dict, resume: bool, dry_run: bool = False, member_sweep: dict | None = None, members: list | None = None,
+    as_json: bool = False,
+) -> None:
     try:
-        _train_or_check(values, resume, dry_run, member_sweep, members)
+        _train_or_check(values, resume, dry_run, member_sweep, members, as_json)
     except KeyboardInterrupt:
         fail("interrupted; no new checkpoint was written (an earlier one, if any, is intact).", EXIT_INTERRUPTED)
 
 
-def _print_dry_run(report: dict) -> None:
+def _print_dry_run(report: dict, as_json: bool = False) -> None:
     from metaconstraint.config import to_toml
 
     info = report["info"]
+    if as_json:
+        typer.echo(json.dumps({"dataset_id": info.dataset_id, "run_folders": [str(d) for d in report["directories"]],
+                               "config": report["config"]}, indent=2))
+        return
     console.print(
         f"dry run: the configuration, the dataset {info.dataset_id} ({info.observation_dim}-d observations, "
         f"{info.action_dim}-d actions, {info.total_steps:,} transitions, evaluated in {info.env_id}) and the "
@@ -101,7 +109,10 @@ def _announce_builtin(dataset: str) -> None:
         console.print(f"note: {note}.", markup=False, highlight=False)
 
 
-def _train_or_check(values: dict, resume: bool, dry_run: bool, member_sweep: dict | None = None, members: list | None = None) -> None:
+def _train_or_check(
+    values: dict, resume: bool, dry_run: bool, member_sweep: dict | None = None, members: list | None = None,
+    as_json: bool = False,
+) -> None:
     """``member_sweep`` (field -> values) makes members values x seeds; ``members`` (a resumed
     run's) gives them as they were."""
     from metaconstraint.config import ConfigError, build_configs
@@ -124,7 +135,7 @@ def _train_or_check(values: dict, resume: bool, dry_run: bool, member_sweep: dic
         if member_sweep:
             members = expand_members(member_sweep, [run.seed + i for i in range(run.seeds)], run.tag)
         if dry_run:
-            _print_dry_run(validate_run(run, algorithm_config, members))
+            _print_dry_run(validate_run(run, algorithm_config, members), as_json)
             return
         _announce_builtin(run.dataset)
         with console.status(f"loading {run.dataset}"):
@@ -153,7 +164,7 @@ def _train_or_check(values: dict, resume: bool, dry_run: bool, member_sweep: dic
     )
     with progress:
         task = progress.add_task("train", total=run.steps, score="-", scale="", rate="")
-        base = _progress_callback(progress, task, trainer)
+        base = _progress_callback(progress, task)
 
         def update(iteration, score, scale):
             base(iteration, score, scale)
@@ -192,7 +203,7 @@ def _print_summaries(summaries: list[dict], directories: list[Path]) -> None:
     names = {s["scale_name"] for s in summaries if "scale_name" in s}
     scale_column = [f"final {names.pop()}"] if len(names) == 1 else []  # the learned scale by its own name
     for column in ("member" if any("-" in d.name for d in directories) else "seed", "final score", *scale_column, "updates/s"):
-        table.add_column(column)
+        table.add_column(column, no_wrap=column in ("member", "seed"))
     for summary, directory in zip(summaries, directories):
         scale = [f"{summary['final_scale']:.3f}"] if scale_column else []
         table.add_row(
@@ -201,7 +212,7 @@ def _print_summaries(summaries: list[dict], directories: list[Path]) -> None:
             *scale,
             f"{summary['updates_per_second']:.0f}",
         )
-    console.print(table)
+    print_whole(console, table)
     for summary, directory in zip(summaries, directories):  # below the table: a column would cut long paths
         label = directory.name if "-" in directory.name else f"seed {summary['seed']}"
         console.print(f"{label}: {directory}", markup=False, highlight=False, soft_wrap=True)
@@ -262,9 +273,13 @@ def run(
     dry_run: bool = typer.Option(
         False, "--dry-run", help="Check the config, the dataset and --out, print the resolved config; train and write nothing."
     ),
+    as_json: bool = typer.Option(False, "--json", help="With --dry-run: print the run folders and the resolved config as JSON."),
 ) -> None:
     """Train ALGORITHM on a dataset and write a run folder per seed."""
     from metaconstraint.config import ConfigError, load_config_file
+
+    if as_json and not dry_run:
+        fail("--json lists what a dry run checked: give it with --dry-run.")
 
     values: dict = {}
     try:
@@ -299,11 +314,11 @@ def run(
         if sweep:
             fail("--resume continues a run with its own members: drop --member-sweep.")
         saved, members = _resume_values(resume, values)
-        _train(saved, resume=True, dry_run=dry_run, members=members)
+        _train(saved, resume=True, dry_run=dry_run, members=members, as_json=as_json)
         return
     if "dataset" not in values:
         fail("no dataset given: use --dataset NAME (e.g. pen-human, or a Minari id such as D4RL/door/human-v2).")
-    _train(values, resume=False, dry_run=dry_run, member_sweep=sweep)
+    _train(values, resume=False, dry_run=dry_run, member_sweep=sweep, as_json=as_json)
 
 
 def _member_sweep(specs: list[str], values: dict) -> dict:

@@ -9,13 +9,14 @@ from __future__ import annotations
 import math
 import tomllib
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Iterable, Literal, get_args
 
 import tomli_w
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from metaconstraint.algorithms import ALGORITHMS, AlgorithmConfig
+from metaconstraint.suggest import unknown_name
 
 
 class ConfigError(ValueError):
@@ -25,6 +26,10 @@ class ConfigError(ValueError):
 MAX_SEED = 2**32 - 1  # numpy's seed range
 MAX_MEMBERS = 1024
 MAX_EPISODES = 10_000
+
+
+TrackerName = Literal["tensorboard", "wandb", "mlflow"]
+TRACKERS: tuple[str, ...] = get_args(TrackerName)
 
 
 class RunConfig(BaseModel):
@@ -74,12 +79,20 @@ class RunConfig(BaseModel):
         "episodes (the first of a fixed list of reset seeds), so more episodes sharpen every paired comparison.",
     )
     # Trackers beside metrics.jsonl/csv (metaconstraint.trackers); None, not [], so that configs without them stay as they were.
-    loggers: list[Literal["tensorboard", "wandb", "mlflow"]] | None = Field(
+    loggers: list[TrackerName] | None = Field(
         None, description="Experiment trackers fed the same metrics, config and summary: tensorboard, wandb, mlflow."
     )
     wandb_mode: Literal["offline", "online"] | None = Field(None, description="W&B mode (default offline: nothing leaves the machine).")
     wandb_project: str | None = Field(None, description="W&B project (default metaconstraint).")
     mlflow_tracking_uri: str | None = Field(None, description="MLflow tracking URI (default: a file store in each run folder's mlruns/).")
+
+    @field_validator("loggers", mode="before")
+    @classmethod
+    def _known_trackers(cls, names: Any) -> Any:
+        for name in names if isinstance(names, list) else []:
+            if isinstance(name, str) and name not in TRACKERS:
+                raise ValueError(unknown_name("tracker", name, TRACKERS))
+        return names
 
     @model_validator(mode="after")
     def _consistent(self) -> "RunConfig":
@@ -93,13 +106,14 @@ class RunConfig(BaseModel):
 RUN_KEYS = set(RunConfig.model_fields)
 
 
-def format_validation_error(error: ValidationError, source: str) -> str:
+def format_validation_error(error: ValidationError, source: str, keys: Iterable[str] = ()) -> str:
+    """One line per problem; an unknown top-level key gets the close ones among ``keys``."""
     lines = [f"invalid configuration ({source}):"]
     for item in error.errors():
         where = ".".join(str(part) for part in item["loc"]) or "(top level)"
         message = item["msg"]
         if item["type"] == "extra_forbidden":
-            message = "unknown key"
+            message = unknown_name("key", where, keys if len(item["loc"]) == 1 else (), list_known=False)
         elif item["loc"] and "input" in item and not isinstance(item["input"], dict):
             given = repr(item["input"])
             message += f" (got {given[:60] + '...' if len(given) > 60 else given})"
@@ -141,12 +155,8 @@ def load_config_file(path: Path) -> dict[str, Any]:
 
 
 def algorithm_class(name: str):
-    import difflib
-
     if name not in ALGORITHMS:
-        close = difflib.get_close_matches(name, list(ALGORITHMS), n=3)
-        hint = f" Did you mean {', '.join(close)}?" if close else ""
-        raise ConfigError(f"unknown algorithm '{name}'.{hint} Known algorithms: {', '.join(sorted(ALGORITHMS))}.")
+        raise ConfigError(unknown_name("algorithm", name, ALGORITHMS))
     return ALGORITHMS[name]
 
 
@@ -174,13 +184,9 @@ def build_configs(values: dict[str, Any], source: str = "flags") -> tuple[RunCon
     algorithm_keys = set(cls.Config.model_fields)
     unknown = sorted(set(values) - RUN_KEYS - algorithm_keys)
     if unknown:
-        import difflib
-
-        hints = []
-        for key in unknown:
-            close = difflib.get_close_matches(key, sorted(RUN_KEYS | algorithm_keys), n=1)
-            hints.append(f"'{key}'" + (f" (did you mean '{close[0]}'?)" if close else ""))
-        raise ConfigError(f"unknown configuration key(s) for {cls.name} ({source}): {', '.join(hints)}.")
+        known = RUN_KEYS | algorithm_keys
+        why = f"neither a run option nor a field of {cls.name} ({source})"
+        raise ConfigError(" ".join(unknown_name("configuration key", key, known, why=why, list_known=False, n=1) for key in unknown))
     try:
         run = RunConfig(**{k: v for k, v in values.items() if k in RUN_KEYS})
         algorithm = cls.Config(**{k: v for k, v in values.items() if k in algorithm_keys}).for_dataset(run.dataset)

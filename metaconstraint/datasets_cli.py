@@ -9,6 +9,8 @@ from typing import Optional
 import typer
 from rich.table import Table
 
+from metaconstraint.terminal import aligned_columns
+
 
 def _console():
     from metaconstraint.cli import console
@@ -16,18 +18,17 @@ def _console():
     return console
 
 
+def _progress_console(as_json: bool):
+    """Where progress goes: stderr when stdout carries JSON."""
+    from metaconstraint.cli import errors
+
+    return errors if as_json else _console()
+
+
 def _fail(message: str) -> None:
     from metaconstraint.cli import fail
 
     fail(message)
-
-
-def aligned_columns(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> list[str]:
-    """Plain text lines, each column padded to its widest cell (the last one not padded): no cell is
-    ever cut, whatever the terminal's width, so identifiers can be copied from the output as they are."""
-    widths = [max(len(cell) for cell in column) for column in zip(header, *rows)]
-    return ["  ".join(cell.ljust(w) for cell, w in zip(row[:-1], widths)) + "  " * (len(row) > 1) + row[-1]
-            for row in (header, *rows)]
 
 
 def datasets_list(as_json: bool = typer.Option(False, "--json", help="Print the list as JSON.")) -> None:
@@ -75,9 +76,10 @@ def datasets_info(
     """Episodes, steps, spaces, evaluation spec, reference scores and the return distribution."""
     from metaconstraint.rl.data import DatasetError, describe_dataset, generate_missing_builtin
 
+    shown = _progress_console(as_json)
     try:
-        generate_missing_builtin(name, _console())  # before the status line: it shows a progress bar
-        with _console().status(f"reading {name}"):
+        generate_missing_builtin(name, shown)  # before the status line: it shows a progress bar
+        with shown.status(f"reading {name}"):
             info = describe_dataset(name)
     except DatasetError as error:
         _fail(str(error))
@@ -123,20 +125,27 @@ def datasets_info(
             console.print(line, markup=False, highlight=False)
 
 
-def datasets_download(name: str = typer.Argument(..., help="Short name, Minari id, or a+b.")) -> None:
+def datasets_download(
+    name: str = typer.Argument(..., help="Short name, Minari id, or a+b."),
+    as_json: bool = typer.Option(False, "--json", help="Print each part's id, folder and how it came as JSON."),
+) -> None:
     """Make a dataset local: download it through Minari (built-in sets are generated)."""
     from metaconstraint.rl.data import DatasetError, download_dataset, generate_missing_builtin
 
+    shown = _progress_console(as_json)
     try:
-        generated = generate_missing_builtin(name, _console())  # before the status line: it shows a progress bar
-        with _console().status(f"getting {name}"):
+        generated = generate_missing_builtin(name, shown)  # before the status line: it shows a progress bar
+        with shown.status(f"getting {name}"):
             rows = download_dataset(name)
     except DatasetError as error:
         _fail(str(error))
+    rows = [(dataset_id, folder, "generated" if dataset_id in generated else how) for dataset_id, folder, how in rows]
+    if as_json:
+        typer.echo(json.dumps([{"dataset_id": i, "folder": str(f), "how": how} for i, f, how in rows], indent=2))
+        return
     for dataset_id, folder, how in rows:
-        how = "generated" if dataset_id in generated else how
         verb = {"local": "already local in", "generated": "generated in", "downloaded": "downloaded to"}[how]
-        _console().print(f"{dataset_id}: {verb} {folder}", markup=False, highlight=False)
+        _console().print(f"{dataset_id}: {verb} {folder}", markup=False, highlight=False, soft_wrap=True)
 
 
 def datasets_collect(
@@ -156,9 +165,9 @@ def datasets_collect(
     import gymnasium as gym
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-    from metaconstraint.rl import data
     from metaconstraint.rl.collect import collect_dataset, make_env_spec
     from metaconstraint.rl.data import DatasetError
+    from metaconstraint.rl.data.roots import minari_root
     from metaconstraint.rl.observations import flat_dim
 
     if (episodes is None) == (steps is None):
@@ -195,7 +204,7 @@ def datasets_collect(
                 env_id,
                 dataset_id,
                 behaviour,
-                root if root is not None else data._minari_root(),
+                root if root is not None else minari_root(),
                 episodes=episodes,
                 steps=steps,
                 noise=noise,

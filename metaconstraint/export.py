@@ -29,9 +29,10 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from metaconstraint.checkpoint import RunPolicy, load_run_policy
 from metaconstraint.rl.networks import GaussianActor
 from metaconstraint.runs import atomic_write_json, read_json
-from metaconstraint.checkpoint import RunPolicy, load_run_policy
+from metaconstraint.suggest import unknown_name
 
 Format = Literal["torchscript", "onnx", "torch-export"]
 SUFFIX: dict[str, str] = {"torchscript": ".pt", "onnx": ".onnx", "torch-export": ".pt2"}
@@ -101,7 +102,7 @@ def export_policy(run_dir: Path, format: Format = "torchscript", out: Path | Non
     (``torch.jit.load`` / ``onnxruntime``) and compare its actions with the toolkit's on 256
     observations drawn around the dataset's state statistics."""
     if format not in SUFFIX:
-        raise ExportError(f"unknown export format {format!r}: use torchscript, onnx or torch-export.")
+        raise ExportError(unknown_name("export format", format, SUFFIX))
     run_dir = Path(run_dir)
     _require_finished(run_dir)
     if format == "onnx":

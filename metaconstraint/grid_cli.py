@@ -102,16 +102,16 @@ def run_and_report(cells, backend, out: Path, spec: dict, labels, dataset_names,
         if outcome.status in ("done", "skipped") and outcome.directory is not None:
             results.append(load_run(outcome.directory, rule.value, k))
         else:
-            record = outcome.record()
-            label = f"{record['algorithm']} ({record['tag']})" if record["tag"] else record["algorithm"]
-            results.append(RunResult(label, record["dataset"], record["seed"], "failed", error=outcome.error))
+            algorithm, tag = outcome.values["algorithm"], outcome.values.get("tag")
+            label = f"{algorithm} ({tag})" if tag else algorithm
+            results.append(RunResult(label, outcome.dataset_id, outcome.values["seed"], "failed", error=outcome.error))
     build_report(
         results, out, labels, _dataset_ids(dataset_names), bootstrap_samples, bootstrap_seed,
         command=spec["command"], console=console,
     )
     failed = sum(o.status == "failed" for o in outcomes)
     if failed:
-        console.print(f"[red]{failed} of {len(outcomes)} run(s) failed[/] (see above and {out / 'grid.json'}).")
+        console.print(f"[red]{failed} of {len(outcomes)} run(s) failed[/] (see above and {out / 'grid.json'}).", soft_wrap=True)
         raise typer.Exit(EXIT_FAILED_RUNS)
 
 
@@ -275,9 +275,10 @@ def sweep(
         f"sweep {spec_file}: {len(plan.settings)} setting(s) x {len(plan.datasets)} dataset(s) x {len(plan.seeds)} seed(s) "
         f"= {len(cells)} run(s)",
         highlight=False,
+        soft_wrap=True,
     )
     for setting in plan.settings:
-        console.print(f"  {setting.label}: {setting.describe()}", markup=False, highlight=False)
+        console.print(f"  {setting.label}: {setting.describe()}", markup=False, highlight=False, soft_wrap=True)
     if dry_run:
         console.print("dry run: the spec and every run's configuration are valid; nothing was trained.")
         return
@@ -328,7 +329,7 @@ def report(
     out: Optional[Path] = typer.Option(None, help="Where to write results.md/csv and plots (default: FOLDER)."),
     reference: Optional[str] = typer.Option(
         None, help="The algorithm every other is compared with (paired differences, P(reference > X)); "
-        "default: the table's first column (aspc where present).",
+        "default: the table's first column (the grid's first algorithm, else the first by name).",
     ),
     effect: float = typer.Option(
         10.0, min=0.0, help="Paired difference (normalised points) a comparison should detect; below it: underpowered."
@@ -336,12 +337,14 @@ def report(
     paired_test: PairedTest = typer.Option(PairedTest.t, help="Paired test: t (paired t-test) or wilcoxon (signed-rank)."),
     bootstrap_samples: int = typer.Option(2000, min=1, help="Stratified bootstrap samples for the aggregate intervals."),
     bootstrap_seed: int = typer.Option(0, min=0, help="Seed of the bootstrap resampler."),
+    as_json: bool = typer.Option(False, "--json", help="Print the table, the paired comparisons and the files written as JSON."),
 ) -> None:
     """Rebuild the results table, aggregates and plots from saved runs."""
     from metaconstraint.cli import console, fail
-    from metaconstraint.grid import GRID_FILE
-    from metaconstraint.report import build_report, collect_runs
+    from metaconstraint.grid_record import GRID_FILE
+    from metaconstraint.report import build_report, collect_runs, report_listing
     from metaconstraint.runs import read_json
+    from metaconstraint.suggest import did_you_mean
 
     if not folder.is_dir():
         fail(f"{folder}: no such folder.")
@@ -353,8 +356,12 @@ def report(
     datasets = _dataset_ids(grid["datasets"]) if grid.get("datasets") else None
     algorithms = grid.get("algorithms")
     if reference is not None and reference not in {r.algorithm for r in runs}:
-        fail(f"--reference {reference}: no runs of it below {folder}; algorithms: {', '.join(sorted({r.algorithm for r in runs}))}.")
-    build_report(
+        with_runs = sorted({r.algorithm for r in runs})
+        fail(f"--reference {reference}: no runs of it below {folder}.{did_you_mean(reference, with_runs)} "
+             f"Algorithms with runs: {', '.join(with_runs)}.")
+    written = build_report(
         runs, out or folder, algorithms, datasets, bootstrap_samples, bootstrap_seed, reference,
-        command=grid.get("command"), console=console, effect=effect, paired_test=paired_test.value,
+        command=grid.get("command"), console=None if as_json else console, effect=effect, paired_test=paired_test.value,
     )
+    if as_json:
+        typer.echo(json.dumps(report_listing(written), indent=2))

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from metaconstraint.config import ConfigError
+from metaconstraint.suggest import did_you_mean
 
 TAG_CHARACTER = re.compile(r"[^A-Za-z0-9_.=+-]")
 
@@ -101,6 +102,7 @@ def check_member_fields(algorithm_cls: type, fields: list[str]) -> None:
         raise MemberSweepError(
             f"{algorithm_cls.name} cannot train members that differ in {', '.join(unsupported)} as one computation "
             f"({can}); use `metaconstraint sweep` to run them as separate runs."
+            + "".join(did_you_mean(field, supported) for field in unsupported)
         )
 
 

@@ -1,6 +1,6 @@
 """Grid cells as Ray tasks: one run is one task with declared resources, on one machine or a cluster.
 
-The task calls :func:`metaconstraint.grid.execute_cell`, the same function a local worker calls, so
+The task calls :func:`metaconstraint.grid.worker.execute_cell`, the same function a local worker calls, so
 run folders, summaries and the skip-what-is-done rule are those of the local backend, and a grid
 started on one backend can be finished on the other. Each finished run's small files (summary,
 metrics, config, environment) travel back with the task's result and are written into the driver's
@@ -23,6 +23,7 @@ import os
 from pathlib import Path
 from typing import Any, Iterator
 
+from metaconstraint.grid.events import CellResult, GridEvent, JobFinished, JobProgress, JobStarted
 from metaconstraint.signals import StopRequest
 
 INSTALL_HINT = "pip install 'metaconstraint[ray]'"
@@ -66,19 +67,20 @@ def import_ray(single_node: bool = False):
     return ray
 
 
-def _run_task(index: int, values: dict[str, Any], sink, threads: int) -> dict[str, Any]:
+def _run_task(index: int, values: dict[str, Any], sink, threads: int) -> CellResult:
     """The body of a run's Ray task (module-level, so workers import it instead of unpickling code)."""
     import ray
     import torch
 
-    from metaconstraint.grid import PACKED, cell_directory, execute_cell, read_run_files
+    from metaconstraint.grid.cells import PACKED, cell_directory
+    from metaconstraint.grid.worker import execute_cell, read_run_files
 
     torch.set_num_threads(threads)
     node = ray.util.get_node_ip_address()
-    sink.put.remote(("started", index, node))
+    sink.put.remote(JobStarted(index, node))
 
-    def progress(iteration: int, score: float | None, alpha: float | None) -> None:
-        sink.put.remote(("progress", index, iteration, score, alpha))
+    def progress(iteration: int, score: float | None, scale: tuple[str, float] | None) -> None:
+        sink.put.remote(JobProgress(index, iteration, score, scale))
 
     result = execute_cell(values, progress)
     if result["status"] == "interrupted":
@@ -95,19 +97,20 @@ class _ProgressSink:
     """A tiny actor that collects the tasks' progress messages until the driver drains them."""
 
     def __init__(self) -> None:
-        self.events: list[tuple] = []
+        self.events: list[GridEvent] = []
 
-    def put(self, event: tuple) -> None:
+    def put(self, event: GridEvent) -> None:
         self.events.append(event)
 
-    def drain(self) -> list[tuple]:
+    def drain(self) -> list[GridEvent]:
         events, self.events = self.events, []
         return events
 
 
 class RayBackend:
-    """Cells as Ray tasks on a cluster at ``address`` (``auto``: the running one) or on a
-    single-node cluster this driver starts on 127.0.0.1 (``address=None``)."""
+    """Jobs as Ray tasks on a cluster at ``address`` (``auto``: the running one) or on a
+    single-node cluster this driver starts on 127.0.0.1 (``address=None``): a
+    :class:`~metaconstraint.grid.events.Backend`."""
 
     name = "ray"
 
@@ -127,7 +130,7 @@ class RayBackend:
     # ------------------------------------------------------------------------- connection
     def connect(self) -> str:
         ray = self.ray
-        from metaconstraint.grid import available_cores
+        from metaconstraint.grid.local import available_cores
 
         if ray.is_initialized():
             return "an existing Ray connection"
@@ -196,7 +199,7 @@ class RayBackend:
         )
 
     # ------------------------------------------------------------------------- running
-    def execute(self, jobs: list[tuple[int, dict[str, Any]]], stop: StopRequest) -> Iterator[tuple]:
+    def execute(self, jobs: list[tuple[int, dict[str, Any]]], stop: StopRequest) -> Iterator[GridEvent]:
         ray = self.ray
         from ray.exceptions import RayError, RayTaskError, TaskCancelledError
 
@@ -249,12 +252,12 @@ class RayBackend:
                             "status": "failed",
                             "error": f"lost {self.max_retries + 1} time(s) (Ray: {first}); rerun the grid to resume it",
                         }
-                    yield ("finished", refs[ref], result)
+                    yield JobFinished(refs[ref], result)
             yield from self._drain(sink)
         finally:
             ray.shutdown()
 
-    def _drain(self, sink) -> list[tuple]:
+    def _drain(self, sink) -> list[GridEvent]:
         """The progress messages so far; none when the channel is briefly unreachable (results still arrive)."""
         from ray.exceptions import RayError
 

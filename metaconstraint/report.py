@@ -26,7 +26,8 @@ from typing import Any, Iterable
 import numpy as np
 
 from metaconstraint import stats
-from metaconstraint.grid import short_error
+from metaconstraint.grid_record import short_error
+from metaconstraint.suggest import unknown_name
 
 RESULTS_MD = "results.md"
 RESULTS_CSV = "results.csv"
@@ -121,18 +122,13 @@ def load_run(directory: Path, rule: str | None = None, k: int = 5) -> RunResult:
 
 def collect_runs(folder: Path, rule: str | None = None, k: int = 5) -> list[RunResult]:
     """Every run below ``folder`` (``summary.json`` files), plus failed cells recorded in ``grid.json``."""
-    from metaconstraint.grid import GRID_FILE
-    from metaconstraint.runs import read_json
+    from metaconstraint.grid_record import GRID_FILE, read_cells
 
     folder = Path(folder)
     runs = [load_run(path.parent, rule, k) for path in sorted(folder.rglob("summary.json"))]
     finished = {(r.algorithm, r.dataset, r.seed) for r in runs}
     for grid_file in sorted(folder.rglob(GRID_FILE)):
-        try:
-            cells = read_json(grid_file).get("cells", [])
-        except ValueError:
-            continue
-        for cell in cells:
+        for cell in read_cells(grid_file):
             label = f"{cell['algorithm']} ({cell['tag']})" if cell.get("tag") else cell["algorithm"]
             key = (label, cell["dataset"], cell["seed"])
             if cell.get("status") == "failed" and key not in finished:
@@ -230,8 +226,8 @@ def _ordered(values: Iterable[str], preferred: list[str] | None) -> list[str]:
 def score_table(
     runs: list[RunResult], algorithms: list[str] | None = None, datasets: list[str] | None = None
 ) -> ScoreTable:
-    """Per-cell scores and the average row; ``algorithms``/``datasets`` fix the order (aspc first by default)."""
-    algorithms = _ordered((r.algorithm for r in runs), algorithms or ["aspc"])
+    """Per-cell scores and the average row; ``algorithms``/``datasets`` fix the order (the rest sorted by name)."""
+    algorithms = _ordered((r.algorithm for r in runs), algorithms)
     datasets = _ordered((r.dataset for r in runs), datasets)
     cells = {(d, a): CellStats() for d in datasets for a in algorithms}
     for run in runs:
@@ -289,9 +285,9 @@ def rich_table(table: ScoreTable, title: str = "final D4RL-normalised score"):
     from rich.table import Table
 
     view = Table(title=f"{title} (mean ± std over seeds; final score: {table.rule})")
-    view.add_column("dataset")
+    view.add_column("dataset", no_wrap=True)  # identifiers stay whole: print with terminal.print_whole
     for a in table.algorithms:
-        view.add_column(a, justify="right")
+        view.add_column(a, justify="right", min_width=len(a))
     for row in [*table.datasets, "average"]:
         best = table.best(row)
         texts = []
@@ -374,7 +370,7 @@ def rich_aggregates(result: stats.Aggregates):
 
     view = Table(title=_aggregates_caption(result))
     for column in ("algorithm", "runs", "IQM [95% CI]", "mean [95% CI]"):
-        view.add_column(column, justify="left" if column == "algorithm" else "right")
+        view.add_column(column, justify="left" if column == "algorithm" else "right", no_wrap=column == "algorithm")
     if result.reference:
         view.add_column(f"P({result.reference} > algorithm) [95% CI]", justify="right")
     for a in result.algorithms:
@@ -519,7 +515,7 @@ def rich_paired(section: PairedSection):
 
     view = Table(title=f"paired differences ({section.test} test, Holm-adjusted; effect of interest {section.effect:g} points)")
     for column in PAIRED_COLUMNS:
-        view.add_column(column, justify="left" if column in ("comparison", "verdict") else "right")
+        view.add_column(column, justify="left" if column in ("comparison", "verdict") else "right", no_wrap=column == "comparison")
     for c in section.comparisons:
         view.add_row(*_paired_row(c, section))
     return view
@@ -677,6 +673,32 @@ class Report:
     paired: PairedSection | None = None
 
 
+def report_listing(report: Report) -> dict[str, Any]:
+    """What ``report --json`` prints: the table's cells (and the average row), the paired
+    comparisons and the files written; nothing that a terminal's width could cut."""
+    import dataclasses
+
+    table = report.table
+    cells = []
+    for row in [*table.datasets, "average"]:
+        for a in table.algorithms:
+            mean, std = table.row_value(row, a)
+            runs, failed = (table.average[a][2], None) if row == "average" else (table.cells[(row, a)].n, table.cells[(row, a)].failed)
+            cells.append({"dataset": row, "algorithm": a, "mean": mean, "std": std, "runs": runs, "failed": failed})
+    paired = None
+    if report.paired is not None:
+        paired = [{**dataclasses.asdict(c), "verdict": paired_verdict(c, report.paired)} for c in report.paired.comparisons]
+    return {
+        "final_score_rule": table.rule,
+        "algorithms": table.algorithms,
+        "datasets": table.datasets,
+        "average_over": table.averaged,
+        "cells": cells,
+        "paired": paired,
+        "files": {name: str(path) for name, path in report.files.items()},
+    }
+
+
 def build_report(
     runs: list[RunResult],
     out: Path,
@@ -691,16 +713,19 @@ def build_report(
     paired_test: str = "t",
 ) -> Report:
     """Write ``results.md``, ``results.csv``, ``runs.csv``, ``paired.csv`` and the plots into ``out``;
-    print the tables. ``reference``: the algorithm every other is compared with (default: the table's
-    first column, aspc where present); ``effect``: the paired difference, in points, a comparison
-    should be able to detect."""
+    print the tables. ``algorithms``: the column order (default: ``reference`` first, the rest by
+    name). ``reference``: the algorithm every other is compared with (default: the table's first
+    column); ``effect``: the paired difference, in points, a comparison should be able to detect."""
+    from rich.markup import escape
+
     from metaconstraint.runs import atomic_write_text
+    from metaconstraint.terminal import print_whole
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    table = score_table(runs, algorithms, datasets)
+    table = score_table(runs, algorithms or ([reference] if reference else None), datasets)
     if reference is not None and reference not in table.algorithms:
-        raise ValueError(f"reference '{reference}' has no runs here; algorithms: {', '.join(table.algorithms)}.")
+        raise ValueError(unknown_name("reference algorithm", reference, table.algorithms, why="it has no runs here"))
     reference = reference or (table.algorithms[0] if table.algorithms else None)
     scores = table.scores()
     aggregates = stats.aggregate(scores, reference, reps, seed) if any(any(v) for v in scores.values()) else None
@@ -737,16 +762,16 @@ def build_report(
     if paired is not None:
         atomic_write_text(files["paired"], paired_csv(paired))
     if console is not None:
-        console.print(rich_table(table))
+        print_whole(console, rich_table(table))
         for line in failure_lines(table.failures):
-            console.print(f"[red]failed[/] {line}", highlight=False)
+            console.print(f"[red]failed[/] {escape(line)}", highlight=False, soft_wrap=True)
         if table.rule.startswith("mixed"):
             console.print("[yellow]note[/] runs use different final-score rules; pass --final-score-rule to use one.")
         if aggregates is not None:
-            console.print(rich_aggregates(aggregates))
+            print_whole(console, rich_aggregates(aggregates))
         if paired is not None:
-            console.print(rich_paired(paired))
-        console.print("wrote " + ", ".join(str(p) for p in files.values()), highlight=False)
+            print_whole(console, rich_paired(paired))
+        console.print("wrote " + ", ".join(str(p) for p in files.values()), markup=False, highlight=False, soft_wrap=True)
     return Report(table, aggregates, files, paired)
 
 

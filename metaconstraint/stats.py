@@ -29,6 +29,8 @@ import numpy as np
 from scipy import optimize
 from scipy import stats as scipy_stats
 
+from metaconstraint.suggest import unknown_name
+
 DEFAULT_REPS = 2000
 DEFAULT_CONFIDENCE = 0.95
 DEFAULT_SEED = 0
@@ -187,7 +189,7 @@ class Aggregates:
 
 def aggregate(
     scores: Mapping[str, Mapping[str, Sequence[float]]],
-    reference: str | None = "aspc",
+    reference: str | None = None,
     reps: int = DEFAULT_REPS,
     seed: int = DEFAULT_SEED,
     confidence: float = DEFAULT_CONFIDENCE,
@@ -196,9 +198,12 @@ def aggregate(
     """IQM and mean intervals, performance profiles and ``P(reference > other)`` for a grid.
 
     ``scores[algorithm][dataset]`` holds the final normalised scores of that cell's runs (one per
-    seed). Algorithms without any run are left out.
+    seed). Algorithms without any run are left out. ``reference``: the algorithm every other is
+    compared with (default: the first of ``scores`` with runs).
     """
     algorithms = [a for a in scores if any(len(v) for v in scores[a].values())]
+    if reference is None and algorithms:
+        reference = algorithms[0]
     datasets = sorted({d for a in algorithms for d, v in scores[a].items() if len(v)})
     strata = {a: [np.asarray(scores[a].get(d, []), dtype=np.float64) for d in datasets] for a in algorithms}
     pooled = np.concatenate([s for a in algorithms for s in strata[a]]) if algorithms else np.zeros(0)
@@ -324,7 +329,7 @@ def paired_p_value(differences: np.ndarray, test: str = "t") -> float | None:
         return float(scipy_stats.ttest_1samp(d, 0.0).pvalue)
     if test == "wilcoxon":
         return float(scipy_stats.wilcoxon(d, zero_method="wilcox").pvalue)
-    raise ValueError(f"unknown paired test '{test}': use one of {', '.join(PAIRED_TESTS)}.")
+    raise ValueError(unknown_name("paired test", test, PAIRED_TESTS))
 
 
 def paired_comparisons(
@@ -340,9 +345,9 @@ def paired_comparisons(
     comparisons that have a p-value.
     """
     if test not in PAIRED_TESTS:
-        raise ValueError(f"unknown paired test '{test}': use one of {', '.join(PAIRED_TESTS)}.")
+        raise ValueError(unknown_name("paired test", test, PAIRED_TESTS))
     if reference not in scores:
-        raise ValueError(f"reference algorithm '{reference}' has no runs; algorithms: {', '.join(scores)}.")
+        raise ValueError(unknown_name("reference algorithm", reference, scores, why="it has no runs"))
     rows = []
     for other in scores:
         if other == reference:

@@ -40,6 +40,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from metaconstraint.config import MAX_SEED, ConfigError, build_configs, format_validation_error, load_config_file
 from metaconstraint.members import values_tag
+from metaconstraint.suggest import unknown_name
 
 # Keys a sweep sets itself (per cell, from its own dimensions or from the command line).
 RESERVED = {"algorithm", "dataset", "seed", "seeds", "tag", "out", "final_score_rule", "final_score_k"}
@@ -138,14 +139,15 @@ def parse_sweep(data: dict[str, Any], source: str = "sweep spec") -> SweepPlan:
     try:
         spec = SweepSpec(**data)
     except ValidationError as error:
-        raise ConfigError(format_validation_error(error, source)) from None
+        raise ConfigError(format_validation_error(error, source, SweepSpec.model_fields)) from None
     except TypeError as error:
         raise ConfigError(f"invalid sweep ({source}): {error}") from None
     problems = []
     for key in sorted(set(spec.run) & RESERVED):
         problems.append(f"run.{key}: set by the sweep itself (its own keys or the command line)")
     for key in sorted(set(spec.run) - RUN_KEYS):
-        problems.append(f"run.{key}: not a run option (algorithm fields go under [algorithms.NAME])")
+        advice = "Algorithm fields go under [algorithms.NAME]."
+        problems.append(f"run.{key}: " + unknown_name("run option", key, RUN_KEYS, list_known=False, advice=advice))
     settings: list[Setting] = []
     for name, entry in spec.algorithms.items():
         try:
@@ -157,7 +159,7 @@ def parse_sweep(data: dict[str, Any], source: str = "sweep spec") -> SweepPlan:
         for key in sorted((set(fixed) | set(entry.sweep)) & RESERVED):
             problems.append(f"algorithms.{name}.{key}: set by the sweep itself")
         for key in sorted((set(fixed) | set(entry.sweep)) - accepted - RESERVED):
-            problems.append(f"algorithms.{name}.{key}: {name} has no such config field")
+            problems.append(f"algorithms.{name}.{key}: " + unknown_name(f"{name} config field", key, accepted, list_known=False))
         for key in sorted(set(fixed) & set(entry.sweep)):
             problems.append(f"algorithms.{name}.{key}: both fixed and swept")
         names = list(entry.sweep)

@@ -129,7 +129,7 @@ class Trainer:
         self,
         run: RunConfig,
         algorithm_config: AlgorithmConfig,
-        progress: Callable | None = None,
+        progress: Callable[[int, float | None, tuple[str, float] | None], None] | None = None,
         loggers: list[RunLogger] | None = None,
         notify: Callable[[str], None] | None = None,
         members: list[Member] | None = None,
@@ -475,7 +475,8 @@ class Trainer:
                     if checkpoint_now:
                         self._checkpoint(iteration, state, sampler, logs, timing, accumulator)
                     if self.progress:
-                        self.progress(iteration, last_score, None if scale_values is None else float(scale_values.mean()))
+                        scale_mean = None if scale_values is None else (self.scale_name, float(scale_values.mean()))
+                        self.progress(iteration, last_score, scale_mean)
                     train_clock, compile_mark = time.perf_counter(), compile_seconds()
                 if stop.signal_number is not None:
                     self._stop(stop.signal_number, iteration, guard, state, sampler, logs, timing, accumulator, clock)

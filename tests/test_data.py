@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from metaconstraint.rl import data
+from metaconstraint.rl.data import transitions
 from metaconstraint.rl.data import (
     D4RL_SHORT_NAMES,
     DatasetError,
@@ -180,7 +180,7 @@ def test_real_pen_medium():
     assert info.env_id == "AdroitHandPen-v1" and info.max_action == 1.0
     # the minari fallback (iterate_episodes) assembles the same arrays
     obs_dim, act_dim = info.observation_dim, info.action_dim
-    fallback = data._assemble(dataset.id, data._iterated_episodes(dataset), obs_dim, act_dim)
+    fallback = transitions._assemble(dataset.id, transitions._iterated_episodes(dataset), obs_dim, act_dim)
     for name in ("observations", "actions", "rewards", "next_observations", "next_actions", "terminals", "timeouts"):
         np.testing.assert_array_equal(getattr(fallback, name), getattr(t, name), err_msg=name)
 

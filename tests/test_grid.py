@@ -22,7 +22,7 @@ runner = CliRunner()
 ENV = {"METACONSTRAINT_OFFLINE": "1"}
 PEN = "dapg/pen/expert-v0"
 TINY = ["--steps", "100", "--eval-every", "50", "--eval-episodes", "1", "--workers", "2"]
-PLOTS = ["learning_curves.png", "learned_scale.png", "aggregates.png", "performance_profiles.png", "improvement.png"]
+PLOTS = ["learning_curves.png", "alpha.png", "aggregates.png", "performance_profiles.png", "improvement.png"]
 
 
 def compare(out, *args):
@@ -251,7 +251,7 @@ def test_load_run_recomputes_the_final_score_when_asked(tmp_path):
 
 def test_run_files_a_remote_worker_sends_back_complete_the_drivers_folder(tmp_path):
     """A worker that shares no filesystem with the driver: its run's files arrive with the result."""
-    from metaconstraint.grid import run_grid
+    from metaconstraint.grid import JobFinished, JobStarted, run_grid
     from metaconstraint.signals import StopRequest
 
     cells = expand_grid(["td3bc"], [PEN], 1, run_options={"steps": 100, "out": str(tmp_path)})
@@ -266,8 +266,8 @@ def test_run_files_a_remote_worker_sends_back_complete_the_drivers_folder(tmp_pa
 
         def execute(self, jobs, stop: StopRequest):
             for index, _ in jobs:
-                yield ("started", index, "10.0.0.9")
-                yield ("finished", index, {"status": "done", "summary": summary, "files": files, "seconds": 1.0})
+                yield JobStarted(index, "10.0.0.9")
+                yield JobFinished(index, {"status": "done", "summary": summary, "files": files, "seconds": 1.0})
 
     (outcome,) = run_grid(cells, backend=RemoteBackend())
     folder = tmp_path / "td3bc" / "dapg__pen__expert-v0" / "seed0"
@@ -276,3 +276,39 @@ def test_run_files_a_remote_worker_sends_back_complete_the_drivers_folder(tmp_pa
     assert load_run(folder).final_score == 12.5
     (again,) = run_grid(cells, backend=RemoteBackend())  # the delivered summary marks it finished
     assert again.status == "skipped"
+
+
+def test_grid_record_keeps_run_folders_relative_and_reads_old_absolute_ones(tmp_path):
+    from metaconstraint.grid import CellOutcome, write_grid_record
+    from metaconstraint.grid_record import read_cells
+    from metaconstraint.report import collect_runs
+
+    out = tmp_path / "grid"
+    (values,) = expand_grid(["td3bc"], [PEN], 1, run_options={"out": str(out)})
+    folder = out / "td3bc" / "dapg__pen__expert-v0" / "seed0"
+    write_grid_record(out, [CellOutcome(values, "failed", folder, error="boom")], {"algorithms": ["td3bc"]})
+    (recorded,) = json.loads((out / "grid.json").read_text())["cells"]
+    assert recorded["run_dir"] == "td3bc/dapg__pen__expert-v0/seed0"  # no machine's path in the record
+    moved = tmp_path / "moved"
+    (out).rename(moved)  # the folder moves, the record still points into it
+    assert read_cells(moved / "grid.json")[0]["run_dir"] == moved / "td3bc" / "dapg__pen__expert-v0" / "seed0"
+    (failed,) = collect_runs(moved)
+    assert failed.status == "failed" and failed.directory == moved / "td3bc" / "dapg__pen__expert-v0" / "seed0"
+    old = {**recorded, "run_dir": str(folder)}  # written before: an absolute path, read as it is
+    (moved / "grid.json").write_text(json.dumps({"cells": [old]}))
+    assert read_cells(moved / "grid.json")[0]["run_dir"] == folder
+
+
+def test_both_backends_offer_the_backend_protocol():
+    import inspect
+
+    from metaconstraint.grid import Backend, LocalBackend
+    from metaconstraint.ray_backend import RayBackend
+
+    assert isinstance(LocalBackend(1), Backend)
+    for backend in (LocalBackend, RayBackend):  # RayBackend's constructor needs Ray: compare the class
+        assert isinstance(backend.name, str)
+        for method in ("plan", "execute"):
+            assert list(inspect.signature(getattr(backend, method)).parameters)[1:] == list(
+                inspect.signature(getattr(Backend, method)).parameters
+            )[1:], (backend, method)

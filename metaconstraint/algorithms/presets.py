@@ -19,6 +19,7 @@ from typing import Any, Callable, ClassVar
 from pydantic import Field, field_validator
 
 from metaconstraint.algorithms.base import AlgorithmConfig
+from metaconstraint.suggest import unknown_name
 
 ADROIT_TASKS = ("pen", "door", "hammer", "relocate")
 _ID = re.compile(r"(?:^|/)(?P<task>[A-Za-z0-9_]+)/(?P<quality>[A-Za-z0-9_-]+?)(?:-v\d+)?$")
@@ -95,7 +96,7 @@ class PresetConfig(AlgorithmConfig):
     @classmethod
     def _known_preset(cls, name: str) -> str:
         if name != "auto" and name not in cls.PRESETS:
-            raise ValueError(f"unknown preset '{name}': use auto or one of {', '.join(cls.PRESETS)}")
+            raise ValueError(unknown_name("preset", name, ["auto", *cls.PRESETS]))
         return name
 
     def for_dataset(self, dataset: str) -> "PresetConfig":

@@ -9,10 +9,10 @@ with the backbone's networks, returning an object with ``scale_name``, ``inner``
 
 from __future__ import annotations
 
-import difflib
 from typing import Callable
 
 from metaconstraint.plugins import PluginError, import_object, is_import_path
+from metaconstraint.suggest import unknown_name
 
 _REGISTRY: dict[str, Callable] = {}
 
@@ -50,11 +50,8 @@ def resolve_objective(spec: str) -> Callable:
             raise ObjectiveError(f"inner objective '{text}' is not a class or function.")
         return factory
     if text not in _REGISTRY:
-        close = difflib.get_close_matches(text, names, n=3)
-        hint = f" Did you mean {', '.join(close)}?" if close else ""
         raise ObjectiveError(
-            f"unknown inner objective '{text}'.{hint} Built-in and registered objectives: {', '.join(names)}; "
-            "one of your own is given as 'module:ClassOrFunction'."
+            unknown_name("inner objective", text, names, advice="One of your own is given as 'module:ClassOrFunction'.")
         )
     return _REGISTRY[text]
 

@@ -3,11 +3,11 @@
 
 from __future__ import annotations
 
-import difflib
 from typing import Callable
 
 from metaconstraint.engine import OuterLoss, OuterLossError  # noqa: F401  (OuterLossError: re-exported)
 from metaconstraint.plugins import PluginError, import_object
+from metaconstraint.suggest import unknown_name
 
 _REGISTRY: dict[str, OuterLoss] = {}
 
@@ -60,11 +60,8 @@ def resolve_outer_loss(spec: str) -> OuterLoss:
         fn = _import_function(text)
         return OuterLoss(text, fn, weight, getattr(fn, "init_state", None))
     if text not in _REGISTRY:
-        close = difflib.get_close_matches(text, names, n=3)
-        hint = f" Did you mean {', '.join(close)}?" if close else ""
         raise OuterLossError(
-            f"unknown outer loss '{text}'.{hint} Built-in and registered losses: {', '.join(names)}; "
-            "a function of your own is given as 'module:function'."
+            unknown_name("outer loss", text, names, advice="A function of your own is given as 'module:function'.")
         )
     base = _REGISTRY[text]
     return OuterLoss(base.name, base.fn, weight, base.init_state)

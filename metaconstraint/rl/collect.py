@@ -29,7 +29,8 @@ from typing import Any, Callable, Iterator
 import gymnasium as gym
 import numpy as np
 
-from metaconstraint.rl.data import DatasetError, _well_formed
+from metaconstraint.rl.data import DatasetError
+from metaconstraint.rl.data.names import well_formed
 from metaconstraint.rl.observations import FlatteningError, flatten_observations, observation_keys
 
 __all__ = [
@@ -86,11 +87,11 @@ def make_env_spec(env_id: str, max_episode_steps: int | None = None) -> gym.envs
     try:
         spec = gym.spec(env_id)
     except gym.error.Error as error:
-        import difflib
+        from metaconstraint.suggest import unknown_name
 
-        close = difflib.get_close_matches(env_id, list(gym.registry), n=3)
-        hint = f" Did you mean {', '.join(close)}?" if close else ""
-        raise CollectError(f"unknown environment {env_id!r} ({error}).{hint} Use a registered Gymnasium id such as Pendulum-v1, Hopper-v5 or AntMaze_UMaze-v4.") from None
+        advice = "Use a registered Gymnasium id such as Pendulum-v1, Hopper-v5 or AntMaze_UMaze-v4."
+        reason = str(error).split(" Did you mean")[0]  # gymnasium's own guess, replaced by ours
+        raise CollectError(unknown_name("environment", env_id, gym.registry, why=reason, list_known=False, advice=advice)) from None
     if max_episode_steps is not None:
         if max_episode_steps < 1:
             raise CollectError(f"--max-episode-steps must be at least 1, got {max_episode_steps}.")
@@ -314,7 +315,7 @@ def collect_dataset(
     ``reference_episodes`` episodes; ``ref_max_score`` is ``expert_score`` if given, else the
     behaviour policy's mean return without noise (a random behaviour policy needs ``expert_score``).
     """
-    if not _well_formed(dataset_id) or dataset_id.count("/") < 2 or "+" in dataset_id:
+    if not well_formed(dataset_id) or dataset_id.count("/") < 2 or "+" in dataset_id:
         raise CollectError(f"--id {dataset_id!r}: a collected dataset's id has the form NAMESPACE/ENV/NAME-vN, e.g. mine/pendulum/expert-v0.")
     if dataset_id.split("/", 1)[0] in ("D4RL", "builtin", "mujoco"):
         raise CollectError(f"--id {dataset_id}: the namespace {dataset_id.split('/', 1)[0]} is reserved for published or built-in datasets; use your own.")

@@ -231,7 +231,9 @@ def pointmaze_controller(maze: str, seed: int = 0) -> Callable[[np.ndarray], np.
 
 def _maze_map(maze: str) -> list:
     if maze not in MAZES:
-        raise ValueError(f"unknown maze {maze!r}: one of {', '.join(MAZES)}")
+        from metaconstraint.suggest import unknown_name
+
+        raise ValueError(unknown_name("maze", maze, MAZES))
     from metaconstraint.rl.collect import make_env_spec
 
     return make_env_spec(MAZES[maze].env_id("sparse")).kwargs["maze_map"]
