@@ -6,7 +6,7 @@ from __future__ import annotations
 import signal
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from metaconstraint.grid.cells import PACKED, cell_directory, cell_name, dataset_id, pack_cells
 from metaconstraint.grid.display import GridDisplay, report_prechecked
