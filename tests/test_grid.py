@@ -22,7 +22,7 @@ runner = CliRunner()
 ENV = {"METACONSTRAINT_OFFLINE": "1"}
 PEN = "dapg/pen/expert-v0"
 TINY = ["--steps", "100", "--eval-every", "50", "--eval-episodes", "1", "--workers", "2"]
-PLOTS = ["learning_curves.png", "alpha.png", "aggregates.png", "performance_profiles.png", "improvement.png"]
+PLOTS = ["learning_curves.png", "learned_scale.png", "aggregates.png", "performance_profiles.png", "improvement.png"]
 
 
 def compare(out, *args):
