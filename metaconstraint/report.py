@@ -743,7 +743,7 @@ def build_report(
         "scale": plot_curves(
             table, runs, "scale", "learned scale", out / PLOTS["scale"],
             algorithms={r.algorithm for r in runs if r.final_scale is not None},
-            labels={r.algorithm: f"{r.algorithm} ({r.scale_name})" for r in runs if r.scale_name},
+            labels={r.algorithm: f"{r.algorithm}: {r.scale_name}" for r in runs if r.scale_name},
         ),
     }
     if aggregates is not None:
