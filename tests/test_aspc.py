@@ -7,7 +7,7 @@ import torch
 
 from metaconstraint.algorithms import ASPC, ASPCConfig, ProblemSpec, TD3BC, TD3BCConfig
 from metaconstraint.config import build_configs
-from metaconstraint.engine import MetaParameters, adam, inverse_softplus, member
+from metaconstraint.engine import MetaParameters, Unroll, adam, inverse_softplus, member
 from metaconstraint.rl.buffer import MemberSampler
 from metaconstraint.rl.networks import q1
 from metaconstraint.runs import MetricsLog
@@ -155,3 +155,22 @@ def test_run_writes_the_run_folder(tmp_path):
             assert key in on_disk, key
         assert on_disk["steps"] == 100 and len(on_disk["scores"]) == 2
         assert on_disk["final_score"] == pytest.approx(on_disk["scores"][-1]["score"])
+
+
+def test_a_two_step_unroll_commits_two_actor_steps_per_alpha_update():
+    """ASPC's problem with ``Unroll(2)``: each alpha update differentiates through two actor steps on
+    its batch and commits both (40 iterations: 20 actor iterations, 2 of them alpha updates -> 22 steps)."""
+    import dataclasses
+
+    from member_checks import synthetic_buffer
+
+    spec = ProblemSpec(11, 3, 1.0, 1000)
+    sampler = MemberSampler(synthetic_buffer(), 64, [0])
+    algorithm = ASPC(ASPCConfig(), spec, 1, torch.device("cpu"))
+    algorithm.problem = dataclasses.replace(algorithm.problem, hypergradient=Unroll(2))
+    state = algorithm.init_state([0])
+    for iteration in range(1, 41):
+        state, metrics = algorithm.update(state, sampler, iteration)
+    assert state["actor_opt"]["count"] == 22 and state["meta"]["updates"] == 2
+    assert torch.isfinite(metrics["grad/alpha"]).all() and metrics["grad/alpha"].item() != 0.0
+    assert MetaParameters.values(state["meta"]["raw"])["alpha"].item() != pytest.approx(2.5, abs=1e-6)

@@ -1,5 +1,6 @@
 """The generic engine: optimizer parity, meta-gradients against finite differences and closed forms."""
 
+import dataclasses
 import math
 
 import pytest
@@ -8,11 +9,19 @@ import torch.nn.functional as F
 
 from metaconstraint.engine import (
     BilevelProblem,
+    BilevelStep,
     MetaParameter,
     MetaParameters,
     OuterLoss,
+    OuterLossError,
+    Unroll,
     adam,
+    adamw,
     bilevel_step,
+    chain,
+    clip_by_global_norm,
+    cosine_decay,
+    exponential_decay,
     inner_step,
     inverse_softplus,
     member,
@@ -279,3 +288,218 @@ def test_stack_members_keeps_step_counters_and_rejects_disagreement():
     trees[1]["count"] = 3
     with pytest.raises(ValueError, match="disagree"):
         stack_members(trees)
+
+
+# ----------------------------------------------------------------------------- schedules, chain, AdamW
+def torch_reference_grads(reference, step):
+    loss = inner_objective(reference, {"alpha": 1.0}, make_batch(step), {"direction": torch.ones(3, dtype=DTYPE)})
+    for p in reference.values():
+        p.grad = None
+    loss.backward()
+
+
+def stacked_params(seed, members=1):
+    return make_params(seed, members)
+
+
+def assert_steps_match(opt, torch_step, members=1, steps=30):
+    """``opt`` and a ``torch.optim`` reference fed the same gradients agree after every step (float64),
+    from the second on from non-zero moments. Members: the reference runs each member alone."""
+    params = stacked_params(20, members)
+    references = [{k: torch.nn.Parameter(v[i].clone()) for k, v in params.items()} for i in range(members)]
+    torch_optimizers = [torch_step(reference) for reference in references]
+    state = opt.init(params)
+    for step in range(steps):
+        grads = {}
+        for i, (reference, (torch_opt, before)) in enumerate(zip(references, torch_optimizers)):
+            torch_reference_grads(reference, 100 * i + step)
+            for k, p in reference.items():
+                grads.setdefault(k, []).append(p.grad.clone())
+            before()
+            torch_opt.step()
+        with torch.no_grad():
+            params, state = opt.step({k: torch.stack(g) for k, g in grads.items()}, state, params)
+        for i, reference in enumerate(references):
+            for k in params:
+                torch.testing.assert_close(params[k][i], reference[k].detach(), rtol=1e-12, atol=1e-13, msg=f"step {step} {k}")
+    return state
+
+
+def test_chain_clip_by_global_norm_then_adam_matches_clip_grad_norm_and_torch_adam():
+    """Two members, each clipped by its own global norm (0.5: clipping is active on most steps)."""
+
+    def reference(params):
+        torch_adam = torch.optim.Adam(params.values(), lr=1e-2, betas=(0.8, 0.99), eps=1e-6)
+        return torch_adam, lambda: torch.nn.utils.clip_grad_norm_(list(params.values()), 0.5)
+
+    state = assert_steps_match(chain(clip_by_global_norm(0.5), adam(1e-2, betas=(0.8, 0.99), eps=1e-6)), reference, members=2)
+    assert state["optimizer"]["count"] == 30 and state["transforms"] == ({},)
+
+
+def test_adamw_matches_torch_adamw():
+    def reference(params):
+        return torch.optim.AdamW(params.values(), lr=1e-2, weight_decay=0.1), lambda: None
+
+    assert_steps_match(adamw(1e-2, weight_decay=0.1), reference)
+
+
+def test_a_schedule_inside_adam_matches_torch_adam_with_a_lambda_lr_schedule():
+    """``adam(cosine_decay(...))`` reads its rate from its own step count, as ``LambdaLR`` stepped after
+    every ``Adam.step``: also in the differentiable (out of place) path."""
+    schedule = cosine_decay(1e-2, 25)
+
+    def reference(params):
+        torch_adam = torch.optim.Adam(params.values(), lr=1e-2)
+        lambda_lr = torch.optim.lr_scheduler.LambdaLR(torch_adam, lambda k: schedule(k) / 1e-2)
+        stepped = {"first": True}
+
+        def before():  # LambdaLR steps after each optimizer step: here before the next one
+            if not stepped.pop("first", False):
+                lambda_lr.step()
+
+        return torch_adam, before
+
+    opt = adam(schedule)
+    state = assert_steps_match(opt, reference, steps=30)
+    assert opt.rate_at(state["count"]) == schedule(30) == 0.0
+    leaf = {k: v.clone().requires_grad_() for k, v in stacked_params(3).items()}
+    grads = {k: torch.randn_like(v) for k, v in leaf.items()}
+    fused, _ = adam(schedule).step(grads, clone_tree(state), {k: v.detach().clone() for k, v in leaf.items()})
+    differentiable, _ = adam(schedule).step(grads, state, leaf)
+    for k in leaf:
+        torch.testing.assert_close(differentiable[k].detach(), fused[k], rtol=1e-12, atol=1e-14)
+
+
+def test_exponential_decay_is_the_meta_parameter_schedule():
+    schedule = exponential_decay(2e-3, 0.01, 100)
+    assert schedule(0) == 2e-3 and schedule(100) == pytest.approx(2e-5) and schedule(500) == schedule(100)
+    assert MetaParameter("alpha", init=2.5, lr=2e-3, decay_updates=100).lr_at(37) == schedule(37)
+    assert exponential_decay(2e-3, 0.01, None)(10**6) == 2e-3
+
+
+def test_chain_needs_one_optimizer_last():
+    with pytest.raises(TypeError, match="one optimizer last"):
+        chain(adam(1e-3), clip_by_global_norm(1.0))
+
+
+# ----------------------------------------------------------------------------- outer losses: one shape
+def test_a_stateful_loss_declares_its_update_and_a_tuple_is_a_clear_error():
+    problem = make_problem(sgd(0.1))
+    counting = OuterLoss("count", outer_fit, 1.0, {"n": 0.0}, lambda ctx: {"n": ctx.state["n"] + 1})
+    problem = BilevelProblem(problem.inner_objective, problem.optimizer, [counting], problem.meta_parameters)
+    params, batch = make_params(3, 1), make_batch(7, 1)
+    frozen = {"direction": torch.ones(1, 3, dtype=DTYPE)}
+    step = bilevel_step(problem, params, sgd(0.1).init(params), problem.meta_parameters.init(1, dtype=DTYPE), batch,
+                        frozen, problem.init_outer_state(dtype=DTYPE))
+    assert isinstance(step, BilevelStep) and step.outer_state["count"]["n"].item() == 1.0
+    with pytest.raises(OuterLossError, match="gives both init_state and next_state"):
+        OuterLoss("half", outer_fit, 1.0, {"n": 0.0})
+    pair = BilevelProblem(problem.inner_objective, problem.optimizer, [OuterLoss("pair", lambda ctx: (outer_fit(ctx), {}))],
+                          problem.meta_parameters)
+    with pytest.raises(OuterLossError, match="returned a tuple of 2; an outer loss returns one scalar tensor.*next_state"):
+        bilevel_step(pair, params, sgd(0.1).init(params), problem.meta_parameters.init(1, dtype=DTYPE), batch, frozen, {})
+
+
+# ----------------------------------------------------------------------------- K-step unroll
+def outer_value_after_k_steps(problem, params, opt_state, rho: float, batch, frozen, steps: int):
+    """The outer loss after ``steps`` real optimizer steps on the same batch, as a plain function of rho."""
+    alpha = F.softplus(torch.tensor(rho, dtype=DTYPE))
+    updated, state = clone_tree(params), clone_tree(opt_state)
+    for _ in range(steps):
+        leaf = {k: v.clone().requires_grad_() for k, v in updated.items()}
+        loss = inner_objective(leaf, {"alpha": alpha}, batch, frozen)
+        grads = dict(zip(leaf, torch.autograd.grad(loss, list(leaf.values()))))
+        with torch.no_grad():
+            updated, state = problem.optimizer.step(grads, state, updated)
+    ctx = type("Ctx", (), {"params": params, "updated_params": updated, "batch": batch})
+    return outer_fit(ctx) + 3.0 * outer_change(ctx)
+
+
+@pytest.mark.parametrize("steps", [2, 3])
+@pytest.mark.parametrize("optimizer", [sgd(0.05, momentum=0.9), adam(3e-3)], ids=["sgd-momentum", "adam"])
+def test_k_step_meta_gradient_matches_central_finite_differences(optimizer, steps):
+    """From a warmed-up state (with a parameter whose gradient is exactly zero), the K-step
+    hypergradient equals central differences of the outer loss after K real steps, to 1e-6 relative;
+    the K steps are committed (params and the optimizer's count)."""
+    problem = dataclasses.replace(make_problem(optimizer), hypergradient=Unroll(steps))
+    frozen = {"direction": torch.tensor([1.0, -0.5, 0.25], dtype=DTYPE)}
+    params, opt_state = make_params(3), optimizer.init(make_params(3))
+    for step in range(5):
+        new = inner_step(problem, stack(params), _stack_state(opt_state), {"alpha": torch.tensor([2.5], dtype=DTYPE)},
+                         stack(make_batch(100 + step)), stack(frozen))
+        params, opt_state = member(new.params, 0), member(new.opt_state, 0)
+    batch = make_batch(7)
+    step = bilevel_step(problem, stack(params), _stack_state(opt_state), problem.meta_parameters.init(1, dtype=DTYPE),
+                        stack(batch), stack(frozen), {})
+    analytic = step.info["grad/alpha"][0].item()
+    rho, h = inverse_softplus(2.5), 1e-5
+    plus = outer_value_after_k_steps(problem, params, opt_state, rho + h, batch, frozen, steps).item()
+    minus = outer_value_after_k_steps(problem, params, opt_state, rho - h, batch, frozen, steps).item()
+    numeric = (plus - minus) / (2 * h)
+    assert abs(numeric) > 1e-6 and math.isfinite(analytic)
+    assert abs(analytic - numeric) <= 1e-6 * abs(numeric), (analytic, numeric)
+    assert step.opt_state["count"] == 5 + steps
+    committed = outer_value_after_k_steps(problem, params, opt_state, rho, batch, frozen, steps)
+    expected_updated = clone_tree(params)
+    alpha = {"alpha": torch.tensor([2.5], dtype=DTYPE)}
+    state = _stack_state(opt_state)
+    expected_updated = stack(expected_updated)
+    for _ in range(steps):
+        expected_updated, state, _ = inner_step(problem, expected_updated, state, alpha, stack(batch), stack(frozen))
+    for k in params:
+        torch.testing.assert_close(step.params[k], expected_updated[k], rtol=1e-10, atol=1e-12)
+    assert math.isfinite(committed.item())
+
+
+def test_k_step_meta_gradient_closed_form_quadratic():
+    r"""f = 0.5||theta - a c||^2 with SGD (rate eta), K steps: theta_K = a c + (1 - eta)^K (theta_0 - a c), so
+    for L = 0.5||theta_K - t||^2: dL/drho = (theta_K - t) . (1 - (1 - eta)^K) c * sigmoid(rho)."""
+    eta, rho0 = 0.3, 0.4
+    theta = torch.tensor([[1.0, -2.0, 0.5]], dtype=DTYPE)
+    c = torch.tensor([[0.3, 0.7, -1.1]], dtype=DTYPE)
+    t = torch.tensor([[2.0, 0.0, 1.0]], dtype=DTYPE)
+    alpha = F.softplus(torch.tensor(rho0, dtype=DTYPE))
+    for steps in (1, 2, 3, 5):
+        problem = BilevelProblem(
+            inner_objective=lambda p, m, b, f: 0.5 * ((p["theta"] - m["a"] * b["c"]) ** 2).sum(),
+            optimizer=sgd(eta),
+            outer_losses=[OuterLoss("target", lambda ctx: 0.5 * ((ctx.updated_params["theta"] - ctx.batch["t"]) ** 2).sum())],
+            meta_parameters=MetaParameters([MetaParameter("a", init=alpha.item(), lr=0.1)]),
+            hypergradient=Unroll(steps),
+        )
+        meta_state = problem.meta_parameters.init(1, dtype=DTYPE)
+        meta_state["raw"]["a"] = torch.tensor([rho0], dtype=DTYPE)
+        step = bilevel_step(problem, {"theta": theta}, sgd(eta).init({"theta": theta}), meta_state, {"c": c, "t": t}, {}, {})
+        theta_k = alpha * c + (1 - eta) ** steps * (theta - alpha * c)
+        expected = ((theta_k - t) * (1 - (1 - eta) ** steps) * c).sum() * torch.sigmoid(torch.tensor(rho0, dtype=DTYPE))
+        torch.testing.assert_close(step.info["grad/a"][0], expected, rtol=1e-12, atol=1e-12)
+        torch.testing.assert_close(step.params["theta"], theta_k)
+
+
+def test_one_step_unroll_is_the_k_step_unroll_with_k_1_and_equal_under_func_grad():
+    """``Unroll(1)`` is the default method; the traced form (nested torch.func.grad, taken under
+    torch.compile) gives the eager (autograd) numbers, for K = 1 and K = 3."""
+    from unittest.mock import patch
+
+    assert make_problem(adam(1e-2)).hypergradient == Unroll(1)
+    with pytest.raises(ValueError, match="positive number of inner steps"):
+        Unroll(0)
+    for steps in (1, 3):
+        problem = dataclasses.replace(make_problem(adam(1e-2), members=2), hypergradient=Unroll(steps))
+        params, batch = make_params(4, 2), make_batch(5, 2)
+        frozen = {"direction": torch.randn(2, 3, dtype=DTYPE, generator=torch.Generator().manual_seed(0))}
+        results = []
+        for traced in (False, True):
+            opt_state = problem.optimizer.init(params)
+            with patch("torch.compiler.is_compiling", return_value=traced):
+                results.append(bilevel_step(problem, clone_tree(params), opt_state, problem.meta_parameters.init(2, dtype=DTYPE),
+                                            batch, frozen, {}))
+        eager, traced = results
+        assert traced.opt_state["count"] == eager.opt_state["count"] == steps
+        torch.testing.assert_close(traced.info, eager.info, rtol=1e-10, atol=1e-13)
+        torch.testing.assert_close(traced.params, eager.params, rtol=1e-12, atol=1e-14)
+        torch.testing.assert_close(traced.meta_state["raw"], eager.meta_state["raw"], rtol=1e-12, atol=1e-14)
+
+
+def stack(tree):
+    return {k: v.unsqueeze(0) for k, v in tree.items()}

@@ -26,10 +26,13 @@ def test_user_losses_get_the_same_context_and_its_quantities_are_computed_once()
 
     def stateful(ctx):
         seen.append((ctx.q_updated, ctx.updated_policy_actions, ctx.meta["alpha"]))
-        return (ctx.updated_policy_actions - ctx.policy_actions).pow(2).sum(), {"calls": ctx.state["calls"] + 1}
+        return (ctx.updated_policy_actions - ctx.policy_actions).pow(2).sum()
+
+    def count_calls(ctx):
+        return {"calls": ctx.state["calls"] + 1}
 
     algorithm = ASPC(ASPCConfig(), SPEC, 1, CPU)
-    losses = [resolve_outer_loss("l2"), OuterLoss("record", record), OuterLoss("stateful", stateful, 2.0, {"calls": 0.0})]
+    losses = [resolve_outer_loss("l2"), OuterLoss("record", record), OuterLoss("stateful", stateful, 2.0, {"calls": 0.0}, count_calls)]
     problem = type(algorithm.problem)(
         inner_objective=algorithm.problem.inner_objective, optimizer=algorithm.problem.optimizer, outer_losses=losses,
         meta_parameters=algorithm.problem.meta_parameters, make_context=algorithm.problem.make_context,

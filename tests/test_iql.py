@@ -8,9 +8,11 @@ import torch
 import torch.nn.functional as F
 
 from metaconstraint.algorithms import ASPCIQL, IQL, ASPCIQLConfig, IQLConfig, ProblemSpec
-from metaconstraint.algorithms.iql import cosine_lr, expectile_loss
+from metaconstraint.algorithms.iql import expectile_loss
 from metaconstraint.config import build_configs
-from metaconstraint.engine import BilevelProblem, MetaParameter, MetaParameters, adam, bilevel_step, inner_step, inverse_softplus, member
+from metaconstraint.engine import (
+    BilevelProblem, MetaParameter, MetaParameters, adam, bilevel_step, cosine_decay, inner_step, inverse_softplus, member,
+)
 from metaconstraint.objectives.awr import AWRObjective, awr_loss, awr_weights
 from metaconstraint.outer_losses import PolicyContext, context_factory, resolve_outer_losses
 from metaconstraint.rl.buffer import MemberSampler
@@ -29,8 +31,9 @@ def test_expectile_loss_weights_positive_and_negative_errors_asymmetrically():
     # |tau - 1(u<0)| u^2 with tau = 0.8: 0.8*4, 0.2*4, 0.8*1, 0.2*1
     assert expectile_loss(u, 0.8).item() == pytest.approx((3.2 + 0.8 + 0.8 + 0.2) / 4)
     assert expectile_loss(u, 0.5).item() == pytest.approx(0.5 * (4 + 4 + 1 + 1) / 4)  # tau 0.5: half the MSE
-    assert cosine_lr(3e-4, 0, 100) == 3e-4 and cosine_lr(3e-4, 50, 100) == pytest.approx(1.5e-4)
-    assert cosine_lr(3e-4, 100, 100) == pytest.approx(0.0, abs=1e-20)
+    cosine = cosine_decay(3e-4, 100)
+    assert cosine(0) == 3e-4 and cosine(50) == pytest.approx(1.5e-4)
+    assert cosine(100) == pytest.approx(0.0, abs=1e-20)
 
 
 def test_awr_weights_are_exp_beta_a_clipped_at_100_with_finite_gradients():

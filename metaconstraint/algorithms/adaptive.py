@@ -19,9 +19,7 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, field_validator
 
 from metaconstraint.algorithms.base import AlgorithmConfig
-import torch
-
-from metaconstraint.engine import MetaParameter, MetaParameters, bilevel_step, functional_bilevel_step
+from metaconstraint.engine import MetaParameter, MetaParameters, bilevel_step
 from metaconstraint.objectives import resolve_objective
 from metaconstraint.outer_losses import resolve_outer_losses
 
@@ -96,26 +94,11 @@ class AdaptiveScale:
     def is_meta_iteration(self, iteration: int | None) -> bool:
         return iteration is not None and iteration % self.meta_interval == 0
 
-    def meta_actor_step(self, state, batch, frozen: dict[str, Any], lr: float | None = None):
+    def meta_actor_step(self, state, batch, frozen: dict[str, Any]):
         """The bilevel actor step: virtual step, meta-update of the scale, commit. Returns metrics."""
-        state["actor"], state["actor_opt"], state["meta"], state["outer"], info = bilevel_step(
-            self.problem, state["actor"], state["actor_opt"], state["meta"], batch, frozen, state["outer"], lr=lr
-        )
-        return {"actor_loss": info.pop("inner_loss"), **info}
-
-    def functional_meta_actor_step(self, state, batch, frozen: dict[str, Any], meta_lrs, lr: float | None = None):
-        """:meth:`meta_actor_step` in the form ``torch.compile`` traces whole (nested ``torch.func.grad``);
-        ``meta_lrs``: :meth:`meta_learning_rates`."""
-        state["actor"], state["actor_opt"], state["meta"], state["outer"], info = functional_bilevel_step(
-            self.problem, state["actor"], state["actor_opt"], state["meta"], batch, frozen, state["outer"], meta_lrs, lr=lr
-        )
-        return {"actor_loss": info.pop("inner_loss"), **info}
-
-    def meta_learning_rates(self, state) -> dict[str, torch.Tensor]:
-        """This meta-update's scheduled learning rates as 0-d tensors (inputs of a compiled graph, so
-        the decay does not recompile it)."""
-        rates = self.problem.meta_parameters.learning_rates(state["meta"])
-        return {name: torch.tensor(rate, device=self.device) for name, rate in rates.items()}
+        step = bilevel_step(self.problem, state["actor"], state["actor_opt"], state["meta"], batch, frozen, state["outer"])
+        state["actor"], state["actor_opt"], state["meta"], state["outer"] = step.params, step.opt_state, step.meta_state, step.outer_state
+        return {"actor_loss": step.info.pop("inner_loss"), **step.info}
 
     def constraint_scale(self, state):
         return self.scale_values(state)[self.objective.scale_name]

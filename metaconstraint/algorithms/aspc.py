@@ -61,10 +61,10 @@ class ASPC(AdaptiveScale, TD3BC):
             return super().update_actor(state, batch, iteration)
         return self.meta_actor_step(state, batch, self.frozen_inputs(state))
 
-    def meta_phase(self, state, batch, meta_lrs):
+    def meta_phase(self, state, batch):
         """A meta-iteration's actor phase for the compiler: the bilevel actor step (nested
         ``torch.func.grad``), the meta-update and the target updates, one graph."""
-        metrics = self.functional_meta_actor_step(state, batch, self.frozen_inputs(state), meta_lrs)
+        metrics = self.meta_actor_step(state, batch, self.frozen_inputs(state))
         self.update_targets(state)
         return metrics
 

@@ -78,4 +78,4 @@ class ASPCIQL(AdaptiveScale, IQL):
     def update_actor(self, state, batch, frozen, iteration):
         if not self.is_meta_iteration(iteration):
             return super().update_actor(state, batch, frozen, iteration)
-        return self.meta_actor_step(state, batch, frozen, lr=self.actor_lr(iteration))
+        return self.meta_actor_step(state, batch, frozen)

@@ -42,7 +42,6 @@ start, so a constant rate is the faithful reading of the authors' schedule for r
 
 from __future__ import annotations
 
-import math
 from typing import Literal
 
 import torch
@@ -52,7 +51,7 @@ from torch import Tensor
 from metaconstraint.algorithms.base import Algorithm, register_algorithm
 from metaconstraint.algorithms.presets import Preset, PresetConfig, dataset_task, is_adroit
 from metaconstraint.algorithms.td3bc import critic_loss, gradient_step
-from metaconstraint.engine import adam, detach_tree, inner_step
+from metaconstraint.engine import adam, cosine_decay, detach_tree, inner_step
 from metaconstraint.objectives.awr import MAX_WEIGHT, AWRObjective
 from metaconstraint.rl.networks import dropout_masks, gaussian_actor, init_members, twin_critic, value_network
 
@@ -61,11 +60,6 @@ def expectile_loss(differences: Tensor, expectile: float) -> Tensor:
     """``mean |tau - 1(u < 0)| u^2`` of ``u = Q - V`` ``(B,)`` (eq. 5)."""
     weight = torch.where(differences < 0, 1.0 - expectile, expectile)
     return (weight * differences.pow(2)).mean()
-
-
-def cosine_lr(lr: float, step: int, total: int) -> float:
-    """``lr * (1 + cos(pi * step / total)) / 2`` for the 0-based ``step`` (``CosineAnnealingLR``)."""
-    return lr * 0.5 * (1.0 + math.cos(math.pi * min(step, total) / total))
 
 
 IQL_PRESETS = {
@@ -122,7 +116,10 @@ class IQL(Algorithm):
         self.critic = twin_critic(spec.observation_dim, spec.action_dim, hidden=self.HIDDEN, robust=False)
         self.value = value_network(spec.observation_dim, self.HIDDEN)
         self.objective = self.build_objective()
-        self.actor_optimizer = adam(config.actor_lr)
+        # the actor steps every iteration: its step count is the 0-based iteration
+        self.actor_optimizer = adam(
+            config.actor_lr if config.actor_lr_schedule == "constant" else cosine_decay(config.actor_lr, spec.total_steps)
+        )
         self.critic_optimizer = adam(config.critic_lr)
         self.value_optimizer = adam(config.value_lr)
         self.problem = self.actor_problem(self.actor_optimizer)
@@ -152,11 +149,6 @@ class IQL(Algorithm):
             "meta": self.problem.meta_parameters.init(self.num_members, self.device, initial=self.initial_meta_values()),
             "outer": self.problem.init_outer_state(self.device),
         }
-
-    def actor_lr(self, iteration: int) -> float:
-        if self.config.actor_lr_schedule == "constant":
-            return self.config.actor_lr
-        return cosine_lr(self.config.actor_lr, iteration - 1, self.spec.total_steps)
 
     # --------------------------------------------------------------------- one member's pieces
     def _member_value_loss(self, value_params, states, target_q):
@@ -199,8 +191,7 @@ class IQL(Algorithm):
 
     def update_actor(self, state, batch, frozen, iteration):
         state["actor"], state["actor_opt"], loss = inner_step(
-            self.problem, state["actor"], state["actor_opt"], self.scale_values(state), batch, frozen,
-            lr=self.actor_lr(iteration),
+            self.problem, state["actor"], state["actor_opt"], self.scale_values(state), batch, frozen
         )
         return {"actor_loss": loss}
 

@@ -121,7 +121,7 @@ class TD3BC(Algorithm):
         return True
 
     def compiled_meta_phase(self):
-        """The compiled meta-iteration actor phase ``(state, batch, meta_lrs) -> metrics``, or ``None``
+        """The compiled meta-iteration actor phase ``(state, batch) -> metrics``, or ``None``
         where there is none (fixed-scale methods)."""
         return None
 
@@ -239,7 +239,7 @@ class TD3BC(Algorithm):
         metrics = self._critic_phase(state, batch, noise)
         if iteration % self.config.policy_freq == 0:
             if self.is_meta_iteration(iteration) and self._meta_phase is not None:
-                metrics.update(self._meta_phase(state, batch, self.meta_learning_rates(state)))
+                metrics.update(self._meta_phase(state, batch))
             elif self.is_meta_iteration(iteration):
                 metrics.update(self.actor_phase(state, batch, iteration))
             else:

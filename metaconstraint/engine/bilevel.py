@@ -12,16 +12,17 @@ where ``OptStep`` is the policy's own optimizer written functionally (so Adam's 
 used). The outer losses :math:`\ell_j` see :math:`\phi` only as constants: they reach it through
 :math:`\tilde\theta(\phi)`. The step :math:`\tilde\theta` is then committed as the real update.
 
-Only meta-iterations (:func:`bilevel_step`, or :func:`functional_bilevel_step`, the same step
-written with nested ``torch.func.grad`` so that ``torch.compile`` traces it whole) build the
-second-order graph; every other iteration is a first-order :func:`inner_step`. Nothing here knows about reinforcement learning: the inner
-objective, the outer losses and the context they share are supplied by the caller.
+How :math:`\partial_\phi \sum_j w_j \ell_j` is computed is the problem's hypergradient method
+(:class:`Unroll`: through one, or ``K``, differentiated inner steps), a small strategy object behind
+:func:`bilevel_step`. Only meta-iterations (:func:`bilevel_step`) build the second-order graph;
+every other iteration is a first-order :func:`inner_step`. Nothing here knows about reinforcement
+learning: the inner objective, the outer losses and the context they share are supplied by the caller.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, NamedTuple, Protocol, Sequence
 
 import torch
 from torch import Tensor
@@ -29,7 +30,7 @@ from torch.utils._pytree import tree_flatten, tree_unflatten
 
 from metaconstraint.engine.members import per_member
 from metaconstraint.engine.meta import MetaParameters
-from metaconstraint.engine.optim import Optimizer, Params, detach_tree, value_and_grad
+from metaconstraint.engine.optim import Optimizer, OptState, Params, detach_tree, value_and_grad
 
 InnerObjective = Callable[[Params, dict[str, Tensor], dict[str, Tensor], dict[str, Any]], Tensor]
 """``f(params, meta, batch, frozen) -> scalar`` for one member."""
@@ -87,16 +88,21 @@ class OuterLossError(ValueError):
     returns what the bilevel step cannot differentiate (the message names the loss)."""
 
 
-def _outer_value(loss: "OuterLoss", out: Any) -> Tensor:
-    """The loss value of ``out`` (``value`` or ``(value, new_state)``), checked: a scalar tensor per
-    member. Metadata checks only (type, dim), so they cost nothing on the hot path."""
-    value = out[0] if isinstance(out, tuple) and len(out) == 2 else out
+def _outer_value(loss: "OuterLoss", value: Any) -> Tensor:
+    """``value`` checked: a scalar tensor per member. Metadata checks only (type, dim), so they cost
+    nothing on the hot path."""
+    if isinstance(value, tuple):
+        raise OuterLossError(
+            f"outer loss '{loss.name}' returned a tuple of {len(value)}; an outer loss returns one scalar tensor. "
+            f"A loss that keeps state declares its update apart: init_state={{...}} and next_state=fn(ctx) -> new "
+            f"state (reading ctx.state), on OuterLoss or @outer_loss."
+        )
     if not isinstance(value, Tensor):
         shown = repr(value) if len(repr(value)) <= 60 else repr(value)[:57] + "..."
         raise OuterLossError(
             f"outer loss '{loss.name}' returned {type(value).__name__} {shown}; an outer loss returns a scalar "
             f"tensor computed from its context (the parameters after the inner step, ctx.updated_params, or values "
-            f"derived from them), or (scalar tensor, new state) when it keeps state."
+            f"derived from them)."
         )
     if value.dim() != 0:
         raise OuterLossError(
@@ -121,20 +127,32 @@ def _check_depends_on_the_step(terms: dict[str, Tensor]) -> None:
 
 @dataclass(frozen=True)
 class OuterLoss:
-    """A named, weighted outer loss ``fn(ctx) -> scalar`` or ``-> (scalar, new_state)``.
+    """A named, weighted outer loss ``fn(ctx) -> scalar tensor``.
 
-    ``init_state``: the loss's persistent state at the start (name -> float), or ``None``.
+    A loss that keeps state across meta-iterations (an EMA, say) declares it apart from its value:
+    ``init_state`` (name -> float, the state at the start) and ``next_state(ctx) -> new state`` (the
+    same keys, tensors), both reading the current state as ``ctx.state``. The state is detached,
+    checkpointed and resumed with the run.
     """
 
     name: str
-    fn: Callable[[Any], Any]
+    fn: Callable[[Any], Tensor]
     weight: float = 1.0
     init_state: dict[str, float] | None = None
+    next_state: Callable[[Any], dict[str, Tensor]] | None = None
+
+    def __post_init__(self):
+        if (self.init_state is None) != (self.next_state is None):
+            raise OuterLossError(
+                f"outer loss '{self.name}': a loss that keeps state gives both init_state and next_state "
+                f"(got {'init_state' if self.init_state is not None else 'next_state'} only)."
+            )
 
 
 @dataclass(frozen=True)
 class BilevelProblem:
-    """Everything the engine needs to take inner and bilevel steps for ``num_members`` members."""
+    """Everything the engine needs to take inner and bilevel steps for ``num_members`` members;
+    ``hypergradient``: how a bilevel step differentiates through the inner step (default one-step unroll)."""
 
     inner_objective: InnerObjective
     optimizer: Optimizer
@@ -142,6 +160,7 @@ class BilevelProblem:
     meta_parameters: MetaParameters
     make_context: Callable[..., OuterContext] = OuterContext
     num_members: int = 1
+    hypergradient: "HypergradientMethod" = field(default_factory=lambda: Unroll(1))
     outer_terms: tuple[str, ...] = field(init=False)
 
     def __post_init__(self):
@@ -171,12 +190,10 @@ def _outer_objective(problem: BilevelProblem):
         new_state: dict[str, Any] = {}
         for loss in problem.outer_losses:
             loss_state = state.get(loss.name)
-            out = loss.fn(_StateView(context, loss_state) if loss_state is not None else context)
-            value = _outer_value(loss, out)
-            if isinstance(out, tuple):
-                new_state[loss.name] = out[1]
-            elif loss_state is not None:
-                new_state[loss.name] = loss_state
+            view = _StateView(context, loss_state) if loss_state is not None else context
+            value = _outer_value(loss, loss.fn(view))
+            if loss_state is not None:
+                new_state[loss.name] = loss.next_state(view)
             terms[loss.name] = value
             total = total + loss.weight * value
         return total, terms, new_state
@@ -188,16 +205,148 @@ def _requires_grad(params: Params) -> Params:
     return {k: v.detach().requires_grad_() for k, v in params.items()}
 
 
+class InnerStep(NamedTuple):
+    """What :func:`inner_step` returns: the new parameters and optimizer state, and the inner loss ``(M,)``."""
+
+    params: Params
+    opt_state: OptState
+    loss: Tensor
+
+
+class BilevelStep(NamedTuple):
+    """What :func:`bilevel_step` returns (detached): the committed parameters and optimizer state,
+    the updated meta-parameter and outer-loss states, and ``info`` (per-member metrics ``(M,)``:
+    ``inner_loss``, ``outer_loss``, ``outer/<term>``, ``grad/<meta name>``)."""
+
+    params: Params
+    opt_state: OptState
+    meta_state: dict[str, Any]
+    outer_state: dict[str, Any]
+    info: dict[str, Tensor]
+
+
+class Hypergradient(NamedTuple):
+    """What a hypergradient method returns (detached): ``meta_grads`` (name -> ``(M,)``, of the
+    summed outer loss w.r.t. the raw meta-parameters), the inner steps' result to commit
+    (``params``, ``opt_state``), the new outer-loss state, the inner loss at the start ``(M,)``,
+    the weighted outer loss ``(M,)`` and its terms."""
+
+    meta_grads: dict[str, Tensor]
+    params: Params
+    opt_state: OptState
+    outer_state: dict[str, Any]
+    inner_loss: Tensor
+    outer_loss: Tensor
+    terms: dict[str, Tensor]
+
+
+class HypergradientMethod(Protocol):
+    """``method(problem, params, opt_state, meta_raw, batch, frozen, outer_state) -> Hypergradient``."""
+
+    def __call__(self, problem: BilevelProblem, params: Params, opt_state: OptState, meta_raw: dict[str, Tensor],
+                 batch: dict[str, Tensor], frozen: dict[str, Any], outer_state: dict[str, Any]) -> Hypergradient: ...
+
+
+def _autograd_grad(loss_fn: Callable[[Params], Tensor], params: Params) -> tuple[Params, Tensor]:
+    """``(grad of sum_M loss, loss (M,))`` with the graph kept (``create_graph``), for ``params`` in an autograd graph."""
+    loss = loss_fn(params)
+    grads = torch.autograd.grad(loss.sum(), list(params.values()), create_graph=True)
+    return dict(zip(params, grads)), loss
+
+
+def _functional_grad(loss_fn: Callable[[Params], Tensor], params: Params) -> tuple[Params, Tensor]:
+    """The same by ``torch.func.grad`` (differentiable by an enclosing ``torch.func.grad``)."""
+
+    def summed(p):
+        loss = loss_fn(p)
+        return loss.sum(), loss
+
+    return torch.func.grad(summed, has_aux=True)(params)
+
+
+@dataclass(frozen=True)
+class Unroll:
+    r"""Hypergradient through ``steps`` = K unrolled inner steps on the same batch:
+
+    .. math::
+        \theta_{k+1} = \mathrm{OptStep}\big(\nabla_\theta f(\theta_k, \phi, b)\big),\ k < K, \qquad
+        g_\phi = \frac{\partial}{\partial\phi} \textstyle\sum_j w_j\, \ell_j(\theta_0, \theta_K, \phi, b)
+
+    differentiating through all K steps (and the optimizer's state along them); :math:`\theta_K` and
+    the optimizer's state after K steps are what the bilevel step commits. ``steps = 1`` is the
+    one-step look-ahead (ASPC's method). Eagerly the inner gradients keep autograd's graph
+    (``create_graph``); under ``torch.compile`` both levels are ``torch.func.grad``, which the
+    compiler traces into one graph (autograd's double backward would break it). Same numbers to float
+    rounding. Memory and time grow linearly in K.
+    """
+
+    steps: int = 1
+
+    def __post_init__(self):
+        if not isinstance(self.steps, int) or self.steps < 1:
+            raise ValueError(f"Unroll(steps) needs a positive number of inner steps, got {self.steps!r}")
+
+    def unrolled(self, problem, inner_grad, params, opt_state, meta_raw, batch, frozen, outer_state):
+        """``(summed outer loss, (inner loss at theta_0, total (M,), terms, new outer state, theta_K, opt state K))``
+        as a function of the raw meta-parameters; gradients of the inner loss by ``inner_grad``."""
+        meta = MetaParameters.values(meta_raw)
+        member_objective = per_member(problem.inner_objective, problem.num_members)
+        updated, new_opt_state, first_loss = params, opt_state, None
+        for _ in range(self.steps):
+            grads, loss = inner_grad(lambda p: member_objective(p, meta, batch, frozen), updated)
+            updated, new_opt_state = problem.optimizer.step(grads, new_opt_state, updated, differentiable=True)
+            first_loss = loss if first_loss is None else first_loss
+        total, terms, new_outer_state = per_member(_outer_objective(problem), problem.num_members)(
+            detach_tree(params), updated, detach_tree(meta), batch, frozen, outer_state
+        )
+        return total.sum(), (first_loss, total, terms, new_outer_state, updated, new_opt_state)
+
+    def __call__(self, problem, params, opt_state, meta_raw, batch, frozen, outer_state) -> Hypergradient:
+        if torch.compiler.is_compiling():
+            return self._by_func_grad(problem, params, opt_state, meta_raw, batch, frozen, outer_state)
+        return self._by_autograd(problem, params, opt_state, meta_raw, batch, frozen, outer_state)
+
+    def _by_autograd(self, problem, params, opt_state, meta_raw, batch, frozen, outer_state) -> Hypergradient:
+        leaf_raw = {name: rho.detach().requires_grad_() for name, rho in meta_raw.items()}
+        with torch.enable_grad():
+            summed, (inner, total, terms, new_outer_state, updated, new_opt_state) = self.unrolled(
+                problem, _autograd_grad, _requires_grad(params), opt_state, leaf_raw, batch, frozen, outer_state
+            )
+            _check_depends_on_the_step(terms)
+            grads = torch.autograd.grad(summed, list(leaf_raw.values()), allow_unused=True)
+        meta_grads = {name: torch.zeros_like(leaf_raw[name]) if g is None else g for name, g in zip(leaf_raw, grads)}
+        return Hypergradient(meta_grads, *detach_tree((updated, new_opt_state, new_outer_state, inner, total, terms)))
+
+    def _by_func_grad(self, problem, params, opt_state, meta_raw, batch, frozen, outer_state) -> Hypergradient:
+        structure: dict[str, Any] = {}  # the optimizer state's layout and Python leaves (step counts): aux holds tensors only
+
+        def outer_total(raw):
+            summed, (inner, total, terms, new_outer_state, updated, new_opt_state) = self.unrolled(
+                problem, _functional_grad, params, opt_state, raw, batch, frozen, outer_state
+            )
+            leaves, structure["spec"] = tree_flatten(new_opt_state)
+            structure["python"] = {i: leaf for i, leaf in enumerate(leaves) if not isinstance(leaf, Tensor)}
+            tensors = [leaf for leaf in leaves if isinstance(leaf, Tensor)]
+            return summed, (inner, total, terms, new_outer_state, updated, tensors)
+
+        meta_grads, aux = torch.func.grad(outer_total, has_aux=True)(meta_raw)
+        inner, total, terms, new_outer_state, updated, tensors = detach_tree(aux)
+        python, tensors = structure["python"], iter(tensors)
+        leaves = [python[i] if i in python else next(tensors) for i in range(structure["spec"].num_leaves)]
+        new_opt_state = tree_unflatten(leaves, structure["spec"])
+        return Hypergradient(meta_grads, updated, new_opt_state, new_outer_state, inner, total, terms)
+
+
 def inner_step(
     problem: BilevelProblem,
     params: Params,
-    opt_state: dict[str, Any],
+    opt_state: OptState,
     meta: dict[str, Tensor],
     batch: dict[str, Tensor],
     frozen: dict[str, Any],
-    lr: float | None = None,
-) -> tuple[Params, dict[str, Any], Tensor]:
-    """A first-order step of the inner objective; returns ``(params, opt_state, loss (M,))``."""
+) -> InnerStep:
+    r"""A first-order step of the inner objective :math:`\theta \leftarrow \mathrm{OptStep}(\nabla_\theta f(\theta, \phi, b))`
+    with the meta-parameter values ``meta`` (name -> ``(M,)``) held constant."""
 
     def summed(p):
         loss = per_member(problem.inner_objective, problem.num_members)(p, meta, batch, frozen)
@@ -205,95 +354,26 @@ def inner_step(
 
     grads, _, loss = value_and_grad(summed, params)
     with torch.no_grad():
-        new_params, new_state = problem.optimizer.step(grads, opt_state, params, lr=lr)
-    return new_params, new_state, loss
+        new_params, new_state = problem.optimizer.step(grads, opt_state, params)
+    return InnerStep(new_params, new_state, loss)
 
 
 def bilevel_step(
     problem: BilevelProblem,
     params: Params,
-    opt_state: dict[str, Any],
+    opt_state: OptState,
     meta_state: dict[str, Any],
     batch: dict[str, Tensor],
     frozen: dict[str, Any],
     outer_state: dict[str, Any],
-    lr: float | None = None,
-) -> tuple[Params, dict[str, Any], dict[str, Any], dict[str, Any], dict[str, Tensor]]:
-    """Inner step, meta-gradient through it, meta-update, commit.
+) -> BilevelStep:
+    """Inner step(s), meta-gradient through them (``problem.hypergradient``), meta-update, commit.
 
-    Returns ``(params, opt_state, meta_state, outer_state, info)`` where ``info`` holds per-member
-    tensors: ``inner_loss``, ``outer_loss``, one entry per outer term and ``grad/<meta name>``.
-    """
-    meta_raw = {name: rho.detach().requires_grad_() for name, rho in meta_state["raw"].items()}
-    leaf = _requires_grad(params)
-    with torch.enable_grad():
-        meta = MetaParameters.values(meta_raw)
-        inner = per_member(problem.inner_objective, problem.num_members)(leaf, meta, batch, frozen)
-        grads = torch.autograd.grad(inner.sum(), list(leaf.values()), create_graph=True)
-        updated, new_opt_state = problem.optimizer.step(dict(zip(leaf, grads)), opt_state, leaf, lr=lr)
-        constants = detach_tree(meta)
-        total, terms, new_outer_state = per_member(_outer_objective(problem), problem.num_members)(
-            detach_tree(params), updated, constants, batch, frozen, outer_state
-        )
-        _check_depends_on_the_step(terms)
-        meta_grads = torch.autograd.grad(total.sum(), list(meta_raw.values()), allow_unused=True)
-    meta_grads = {
-        name: torch.zeros_like(meta_raw[name]) if g is None else g for name, g in zip(meta_raw, meta_grads)
-    }
-    new_meta_state = problem.meta_parameters.step(meta_state, meta_grads)
-    info = _step_info(inner, total, terms, meta_grads)
-    return (
-        detach_tree(updated),
-        detach_tree(new_opt_state),
-        new_meta_state,
-        detach_tree(new_outer_state),
-        info,
-    )
-
-
-def functional_bilevel_step(
-    problem: BilevelProblem,
-    params: Params,
-    opt_state: dict[str, Any],
-    meta_state: dict[str, Any],
-    batch: dict[str, Tensor],
-    frozen: dict[str, Any],
-    outer_state: dict[str, Any],
-    meta_lrs: dict[str, Tensor],
-    lr: float | None = None,
-) -> tuple[Params, dict[str, Any], dict[str, Any], dict[str, Any], dict[str, Tensor]]:
-    """:func:`bilevel_step` written with ``torch.func.grad`` of ``torch.func.grad`` instead of
-    ``autograd.grad(create_graph=True)``, so that ``torch.compile`` traces the whole meta-iteration
-    (virtual step, meta-gradient, meta-update, commit) into one graph. ``meta_lrs``: each
-    meta-parameter's learning rate for this update as a 0-d tensor (a graph input, so the decaying
-    schedule does not recompile). Same returns as :func:`bilevel_step`; equal to it to float rounding.
-    """
-    member_objective = per_member(problem.inner_objective, problem.num_members)
-    member_outer = per_member(_outer_objective(problem), problem.num_members)
-    structure: dict[str, Any] = {}  # the optimizer state's layout and Python leaves (step counts): aux holds tensors only
-
-    def outer_total(meta_raw):
-        meta = MetaParameters.values(meta_raw)
-
-        def inner_total(p):
-            loss = member_objective(p, meta, batch, frozen)
-            return loss.sum(), loss
-
-        grads, inner = torch.func.grad(inner_total, has_aux=True)(params)
-        updated, new_opt_state = problem.optimizer.step(grads, opt_state, params, lr=lr, differentiable=True)
-        total, terms, new_outer_state = member_outer(params, updated, detach_tree(meta), batch, frozen, outer_state)
-        leaves, structure["spec"] = tree_flatten(new_opt_state)
-        structure["python"] = {i: leaf for i, leaf in enumerate(leaves) if not isinstance(leaf, Tensor)}
-        tensors = [leaf for leaf in leaves if isinstance(leaf, Tensor)]
-        return total.sum(), (inner, total, terms, new_outer_state, updated, tensors)
-
-    meta_grads, aux = torch.func.grad(outer_total, has_aux=True)(meta_state["raw"])
-    inner, total, terms, new_outer_state, updated, tensors = detach_tree(aux)
-    python, tensors = structure["python"], iter(tensors)
-    leaves = [python[i] if i in python else next(tensors) for i in range(structure["spec"].num_leaves)]
-    new_opt_state = tree_unflatten(leaves, structure["spec"])
-    new_meta_state = problem.meta_parameters.step(meta_state, meta_grads, lrs=meta_lrs)
-    return updated, new_opt_state, new_meta_state, new_outer_state, _step_info(inner, total, terms, meta_grads)
+    Eager or under ``torch.compile`` (where it is traced whole, meta-update included)."""
+    step = problem.hypergradient(problem, params, opt_state, meta_state["raw"], batch, frozen, outer_state)
+    new_meta_state = problem.meta_parameters.step(meta_state, step.meta_grads)
+    info = _step_info(step.inner_loss, step.outer_loss, step.terms, step.meta_grads)
+    return BilevelStep(step.params, step.opt_state, new_meta_state, step.outer_state, info)
 
 
 def _step_info(inner: Tensor, total: Tensor, terms: dict[str, Tensor], meta_grads: dict[str, Tensor]) -> dict[str, Tensor]:
@@ -302,4 +382,3 @@ def _step_info(inner: Tensor, total: Tensor, terms: dict[str, Tensor], meta_grad
     info.update({f"outer/{name}": value.detach() for name, value in terms.items()})
     info.update({f"grad/{name}": g for name, g in meta_grads.items()})
     return info
-

@@ -7,6 +7,8 @@ optimised by its own Adam whose learning rate decays exponentially,
 
 so that after ``K`` meta-updates it has reached the fraction ``f`` of its start (ASPC: ``f = 0.01``
 over the whole run, i.e. ``ExponentialLR`` with ``gamma = f^{1/K}`` stepped once per meta-update).
+The decay is a schedule inside that Adam (:func:`metaconstraint.engine.exponential_decay` of its
+step count ``k``, which equals the state's ``updates``).
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from metaconstraint.engine.optim import adam
+from metaconstraint.engine.optim import adam, exponential_decay
 
 
 def inverse_softplus(value: float) -> float:
@@ -47,9 +49,11 @@ class MetaParameter:
 
     def lr_at(self, update: int) -> float:
         """Learning rate of the ``update``-th meta-update (0-based)."""
-        if not self.decay_updates:
-            return self.lr
-        return self.lr * self.final_lr_fraction ** (min(update, self.decay_updates) / self.decay_updates)
+        return self.schedule()(update)
+
+    def schedule(self):
+        """``update -> learning rate``, the schedule inside this parameter's Adam."""
+        return exponential_decay(self.lr, self.final_lr_fraction, self.decay_updates)
 
 
 class MetaParameters:
@@ -64,7 +68,7 @@ class MetaParameters:
         if len(set(names)) != len(names):
             raise ValueError(f"meta-parameter names must be unique, got {names}")
         self.parameters = {p.name: p for p in parameters}
-        self._optimizers = {p.name: adam(p.lr, p.betas, p.eps) for p in parameters}
+        self._optimizers = {p.name: adam(p.schedule(), p.betas, p.eps) for p in parameters}
 
     def __len__(self) -> int:
         return len(self.parameters)
@@ -95,20 +99,11 @@ class MetaParameters:
         """``{name: softplus(rho)}``; differentiable in ``raw``."""
         return {name: F.softplus(rho) for name, rho in raw.items()}
 
-    def learning_rates(self, state: dict[str, Any]) -> dict[str, float]:
-        """The scheduled learning rate of each meta-parameter's next update."""
-        return {name: p.lr_at(state["updates"]) for name, p in self.parameters.items()}
-
-    def step(self, state: dict[str, Any], grads: dict[str, Tensor], lrs: dict[str, Any] | None = None) -> dict[str, Any]:
-        """One Adam step on every raw value with its scheduled learning rate (``lrs``: given, e.g.
-        as tensors to a compiled graph)."""
-        k = state["updates"]
-        lrs = lrs if lrs is not None else self.learning_rates(state)
+    def step(self, state: dict[str, Any], grads: dict[str, Tensor]) -> dict[str, Any]:
+        """One Adam step on every raw value, at the rate its schedule gives for its step count."""
         raw, opt = {}, {}
         with torch.no_grad():
-            for name, p in self.parameters.items():
-                new, opt[name] = self._optimizers[name].step(
-                    {"rho": grads[name]}, state["opt"][name], {"rho": state["raw"][name]}, lr=lrs[name]
-                )
+            for name in self.parameters:
+                new, opt[name] = self._optimizers[name].step({"rho": grads[name]}, state["opt"][name], {"rho": state["raw"][name]})
                 raw[name] = new["rho"]
-        return {"raw": raw, "opt": opt, "updates": k + 1}
+        return {"raw": raw, "opt": opt, "updates": state["updates"] + 1}

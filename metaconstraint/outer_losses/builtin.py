@@ -33,11 +33,18 @@ def q_value_damping(ctx) -> Tensor:
     return ctx.q_change.pow(2)
 
 
-@outer_loss("l2-ema", init_state={"ema": 0.0})
-def q_value_damping_ema(ctx):
-    previous = ctx.state["ema"]
-    current = EMA_DECAY * previous + (1.0 - EMA_DECAY) * ctx.q_updated.mean()
-    return (current - previous).pow(2), {"ema": current.detach()}
+def q_ema(ctx) -> Tensor:
+    """The EMA after this step: ``0.995 e + 0.005 mean Q(s, pi~(s))``, scalar."""
+    return EMA_DECAY * ctx.state["ema"] + (1.0 - EMA_DECAY) * ctx.q_updated.mean()
+
+
+def next_q_ema(ctx) -> dict[str, Tensor]:
+    return {"ema": q_ema(ctx).detach()}
+
+
+@outer_loss("l2-ema", init_state={"ema": 0.0}, next_state=next_q_ema)
+def q_value_damping_ema(ctx) -> Tensor:
+    return (q_ema(ctx) - ctx.state["ema"]).pow(2)
 
 
 def relative_q_change(ctx) -> Tensor:

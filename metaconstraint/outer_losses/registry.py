@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Callable
 
 from metaconstraint.engine import OuterLoss, OuterLossError  # noqa: F401  (OuterLossError: re-exported)
@@ -12,17 +13,17 @@ from metaconstraint.suggest import unknown_name
 _REGISTRY: dict[str, OuterLoss] = {}
 
 
-def outer_loss(name: str, init_state: dict[str, float] | None = None) -> Callable:
-    """Register ``fn(ctx) -> scalar`` (or ``-> (scalar, new_state)``) as an outer loss ``name``.
+def outer_loss(name: str, init_state: dict[str, float] | None = None, next_state: Callable | None = None) -> Callable:
+    """Register ``fn(ctx) -> scalar tensor`` as an outer loss ``name``.
 
-    ``init_state``: the loss's persistent state at the start, e.g. ``{"ema": 0.0}``; the loss then
-    reads ``ctx.state`` and returns its new state. Also usable on a function reached by import
-    path: the registration only attaches ``init_state`` there.
+    A loss that keeps state gives ``init_state`` (its state at the start, e.g. ``{"ema": 0.0}``) and
+    ``next_state(ctx) -> new state`` (the same keys), both reading the current state as ``ctx.state``.
+    Also usable on a function reached by import path: the registration only attaches both there.
     """
 
     def register(fn: Callable) -> Callable:
-        fn.init_state = init_state
-        _REGISTRY[name] = OuterLoss(name, fn, 1.0, init_state)
+        fn.init_state, fn.next_state = init_state, next_state
+        _REGISTRY[name] = OuterLoss(name, fn, 1.0, init_state, next_state)
         return fn
 
     return register
@@ -58,13 +59,13 @@ def resolve_outer_loss(spec: str) -> OuterLoss:
             raise OuterLossError(f"outer loss '{spec}': weight '{weight_text}' is not a number.") from None
     if ":" in text:
         fn = _import_function(text)
-        return OuterLoss(text, fn, weight, getattr(fn, "init_state", None))
+        return OuterLoss(text, fn, weight, getattr(fn, "init_state", None), getattr(fn, "next_state", None))
     if text not in _REGISTRY:
         raise OuterLossError(
             unknown_name("outer loss", text, names, advice="A function of your own is given as 'module:function'.")
         )
     base = _REGISTRY[text]
-    return OuterLoss(base.name, base.fn, weight, base.init_state)
+    return dataclasses.replace(base, weight=weight)
 
 
 def resolve_outer_losses(specs: list[str]) -> list[OuterLoss]:
