@@ -50,14 +50,14 @@ def soak(algorithm: str, dataset: str, steps: int, eval_every: int, eval_episode
     records: list[dict] = []
     start = time.perf_counter()
 
-    def record(iteration: int, score, alpha) -> None:
+    def record(iteration: int, score, scale) -> None:
         if iteration == 0 or iteration % record_every == 0 or iteration == steps:
             records.append(
                 {
                     "iteration": iteration,
                     "rss_mb": round(resident_mb(), 2),
                     "seconds": round(time.perf_counter() - start, 1),
-                    "alpha": alpha,
+                    "scale": None if scale is None else scale[1],  # the learned scale (alpha for aspc)
                 }
             )
             print(f"{iteration:>8,}  rss {records[-1]['rss_mb']:8.1f} MiB  {records[-1]['seconds']:8.1f} s", flush=True)

@@ -4,7 +4,7 @@
 >>> experiment = Experiment("aspc", "dapg/pen/expert-v0", steps=2_000, out="runs-notebook")
 >>> summary = experiment.fit()[0]              # trains, evaluates, writes the run folder(s)
 >>> experiment.evaluate(episodes=5)            # (seeds, episodes) D4RL-normalised scores
->>> experiment.history("alpha")                # [(step, value), ...] of the first seed
+>>> experiment.history("scale")                # [(step, value), ...] of the first seed's learned scale
 
 Options are the flat keys of a run's ``config.toml`` (``steps``, ``seeds``, ``eval_every``,
 ``outer_losses``, ``objective``, ``scale_lr``, ...), validated exactly as on the command line.
@@ -23,7 +23,7 @@ import torch
 from metaconstraint.algorithms import Algorithm
 from metaconstraint.config import build_configs
 from metaconstraint.members import expand_members
-from metaconstraint.runs import MetricsLog
+from metaconstraint.runs import legacy_scale_name, read_metrics, scale_history
 from metaconstraint.training import Trainer
 
 
@@ -74,13 +74,15 @@ class Experiment:
         return self.algorithm.act(self._trained(), self.trainer.normalizer(stacked))[0].cpu().numpy()
 
     def history(self, name: str, seed: int | None = None) -> list[tuple[int, float]]:
-        """``[(step, value), ...]`` of a metric (``"alpha"``, ``"score"``, ``"critic_loss"``, ...) from
-        the run folder of ``seed`` (default: the first). ``"alpha"`` is the learned constraint scale
-        (beta for aspc-iql)."""
+        """``[(step, value), ...]`` of a metric (``"scale"``, ``"score"``, ``"critic_loss"``, ...) from
+        the run folder of ``seed`` (default: the first). ``"scale"`` is the learned constraint scale
+        whatever its own name (``scale/alpha`` for aspc, ``scale/beta`` for aspc-iql)."""
         seed = self.seeds[0] if seed is None else seed
         if seed not in self.seeds:
             raise ValueError(f"seed {seed} is not one of this experiment's seeds {self.seeds}.")
-        records = MetricsLog.read(self.directories[self.seeds.index(seed)])
+        records = read_metrics(self.directories[self.seeds.index(seed)], legacy_scale_name(self.trainer.run.algorithm))
+        if name == "scale":
+            return scale_history(records)
         return [(int(r["step"]), float(r[name])) for r in records if name in r]
 
     def _trained(self) -> dict[str, Any]:

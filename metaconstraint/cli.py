@@ -53,13 +53,15 @@ def fail(message: str, code: int = EXIT_USAGE) -> None:
     raise typer.Exit(code)
 
 
-def _progress_callback(progress: Progress, task, total: int):
-    def update(iteration: int, score: float | None, alpha: float | None) -> None:
+def _progress_callback(progress: Progress, task):
+    """The trainer's progress as the bar's fields; the learned scale under its own name (alpha, beta)."""
+
+    def update(iteration: int, score: float | None, scale: tuple[str, float] | None) -> None:
         fields = {}
         if score is not None:
             fields["score"] = f"{score:.1f}"
-        if alpha is not None:
-            fields["alpha"] = f"{alpha:.3f}"
+        if scale is not None:
+            fields["scale"] = f"{scale[0]} [magenta]{scale[1]:.3f}[/]"
         progress.update(task, completed=iteration, **fields)
 
     return update
@@ -120,15 +122,10 @@ def _train_or_check(
     from metaconstraint.rl.data import DatasetError
     from metaconstraint.runs import RunFolderError
     from metaconstraint.trackers import TrackerError
-    from metaconstraint.training import (
-        DeviceError,
-        ResumeError,
-        Trainer,
-        TrainingDiverged,
-        TrainingInterrupted,
-        has_run,
-        validate_run,
-    )
+    from metaconstraint.monitor import TrainingDiverged
+    from metaconstraint.problem import DeviceError
+    from metaconstraint.runs import ResumeError, has_run
+    from metaconstraint.training import Trainer, TrainingInterrupted, validate_run
 
     def notify(message: str) -> None:
         errors.print(message, markup=False, highlight=False)
@@ -159,18 +156,18 @@ def _train_or_check(
         TextColumn("{task.completed:,}/{task.total:,}"),
         TextColumn("[cyan]{task.fields[rate]}"),
         TextColumn("score [green]{task.fields[score]}"),
-        TextColumn("alpha [magenta]{task.fields[alpha]}"),
+        TextColumn("{task.fields[scale]}"),
         TimeElapsedColumn(),
         TimeRemainingColumn(),
         console=console,
         transient=False,
     )
     with progress:
-        task = progress.add_task("train", total=run.steps, score="-", alpha="-", rate="")
-        base = _progress_callback(progress, task, run.steps)
+        task = progress.add_task("train", total=run.steps, score="-", scale="", rate="")
+        base = _progress_callback(progress, task)
 
-        def update(iteration, score, alpha):
-            base(iteration, score, alpha)
+        def update(iteration, score, scale):
+            base(iteration, score, scale)
             speed = progress.tasks[0].speed
             if speed:
                 progress.update(task, rate=f"{speed:,.0f} it/s")
@@ -203,14 +200,16 @@ def _train_or_check(
 
 def _print_summaries(summaries: list[dict], directories: list[Path]) -> None:
     table = Table(title="results")
-    for column in ("member" if any("-" in d.name for d in directories) else "seed", "final score", "alpha", "updates/s"):
+    names = {s["scale_name"] for s in summaries if "scale_name" in s}
+    scale_column = [f"final {names.pop()}"] if len(names) == 1 else []  # the learned scale by its own name
+    for column in ("member" if any("-" in d.name for d in directories) else "seed", "final score", *scale_column, "updates/s"):
         table.add_column(column, no_wrap=column in ("member", "seed"))
     for summary, directory in zip(summaries, directories):
-        alpha = summary.get("final_alpha")
+        scale = [f"{summary['final_scale']:.3f}"] if scale_column else []
         table.add_row(
             directory.name.removeprefix("seed") if "-" in directory.name else str(summary["seed"]),
             f"{summary['final_score']:.1f}",
-            "-" if alpha is None else f"{alpha:.3f}",
+            *scale,
             f"{summary['updates_per_second']:.0f}",
         )
     print_whole(console, table)
@@ -355,7 +354,8 @@ def _resume_values(run_dir: Path, given: dict) -> tuple[dict, list | None]:
     config-file keys) must agree with the config, except ``device``. Exits when the run had finished."""
     from metaconstraint.config import ConfigError, build_configs, resolved_config
     from metaconstraint.rl.data import DatasetError, resolve_dataset_id
-    from metaconstraint.training import RESUME_FREE_KEYS, ResumeError, plan_resume
+    from metaconstraint.checkpoint import RESUME_FREE_KEYS, plan_resume
+    from metaconstraint.runs import ResumeError
 
     try:
         plan = plan_resume(run_dir)
@@ -410,7 +410,9 @@ def evaluate_command(
     """Score the newest checkpoint of a run folder again, on the run's seeded evaluation episodes."""
     from metaconstraint.config import ConfigError
     from metaconstraint.rl.data import DatasetError
-    from metaconstraint.training import DeviceError, ResumeError, evaluate_run
+    from metaconstraint.checkpoint import evaluate_run
+    from metaconstraint.problem import DeviceError
+    from metaconstraint.runs import ResumeError
 
     try:
         with console.status(f"evaluating {run_dir}"):
@@ -443,7 +445,8 @@ def export_command(
     from metaconstraint.config import ConfigError
     from metaconstraint.export import ExportError, export_policy
     from metaconstraint.rl.data import DatasetError
-    from metaconstraint.training import DeviceError, ResumeError
+    from metaconstraint.problem import DeviceError
+    from metaconstraint.runs import ResumeError
 
     try:
         with console.status(f"exporting {run_dir} to {format}"):

@@ -29,10 +29,10 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from metaconstraint.checkpoint import RunPolicy, load_run_policy
 from metaconstraint.rl.networks import GaussianActor
 from metaconstraint.runs import atomic_write_json, read_json
 from metaconstraint.suggest import unknown_name
-from metaconstraint.training import RunPolicy, load_run_policy
 
 Format = Literal["torchscript", "onnx", "torch-export"]
 SUFFIX: dict[str, str] = {"torchscript": ".pt", "onnx": ".onnx", "torch-export": ".pt2"}

@@ -3,8 +3,8 @@
 A policy maps one flat observation ``(obs_dim,)`` to an action ``(act_dim,)``
 (:data:`metaconstraint.rl.collect.Policy`). A trained policy is the deterministic actor of a run
 folder's newest checkpoint (or of a given checkpoint file), with the run's state normalisation.
-This module sits beside :mod:`metaconstraint.training` (it reads run folders and builds
-algorithms); :mod:`metaconstraint.rl.collect` only ever sees the callable.
+The checkpoint is read by :func:`metaconstraint.checkpoint.load_policy`, the one policy loader;
+:mod:`metaconstraint.rl.collect` only ever sees the callable.
 """
 
 from __future__ import annotations
@@ -14,12 +14,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from metaconstraint.algorithms import ProblemSpec
-from metaconstraint.config import ConfigError, algorithm_class, build_configs
-from metaconstraint.rl.buffer import StateNormalizer
+from metaconstraint.checkpoint import load_policy
+from metaconstraint.config import ConfigError
 from metaconstraint.rl.collect import CollectError, Policy, import_policy
-from metaconstraint.runs import checkpoint_paths, load_checkpoint
-from metaconstraint.training import CHECKPOINT_FORMAT, stack_states, tree_signature
+from metaconstraint.runs import ResumeError, checkpoint_paths
 
 __all__ = ["load_trained_policy", "resolve_policy"]
 
@@ -43,31 +41,21 @@ def load_trained_policy(path: Path, observation_dim: int, action_dim: int, max_a
     environment with these sizes; a checkpoint trained on other sizes is refused."""
     file = _checkpoint_file(Path(path))
     try:
-        payload = load_checkpoint(file, "cpu")
-    except Exception as error:  # noqa: BLE001  (truncated, corrupt, not a checkpoint)
-        raise CollectError(f"--policy {file}: not a readable checkpoint ({type(error).__name__}: {error}).") from None
-    if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
-        raise CollectError(f"--policy {file}: not a metaconstraint checkpoint of format {CHECKPOINT_FORMAT}.")
-    try:
-        run, algorithm_config = build_configs({**payload["config"], "device": "cpu"}, source=f"{file}")
+        policy = load_policy(file, (observation_dim, action_dim, max_action), torch.device("cpu"))
     except ConfigError as error:
         raise CollectError(f"--policy {file}: its config cannot be read ({error}).") from None
-    spec = ProblemSpec(observation_dim, action_dim, max_action, run.steps)
-    algorithm = algorithm_class(run.algorithm)(algorithm_config, spec, 1, torch.device("cpu"))
-    state = stack_states([payload["state"]], torch.device("cpu"))
-    if tree_signature(algorithm.init_state([run.seed])) != tree_signature(state):
+    except ResumeError as error:
         raise CollectError(
-            f"--policy {file}: the policy was trained on {payload.get('dataset')} and does not fit this environment "
-            f"({observation_dim}-d observations, {action_dim}-d actions)."
-        )
-    normalizer = StateNormalizer(payload["normalizer"]["mean"], payload["normalizer"]["std"])
+            f"--policy {file}: {error} (this environment has {observation_dim}-d observations, {action_dim}-d actions)."
+        ) from None
+    algorithm, state, normalizer, payload = policy.algorithm, policy.state, policy.normalizer, policy.payload
 
     @torch.no_grad()
     def act(observation: np.ndarray) -> np.ndarray:
         obs = torch.as_tensor(np.asarray(observation, dtype=np.float32)).reshape(1, 1, -1)
         return algorithm.act(state, normalizer(obs)).reshape(-1).numpy()
 
-    act.__name__ = f"{run.algorithm} {payload.get('dataset')} seed{payload.get('seed')} step{payload.get('iteration')}"
+    act.__name__ = f"{policy.run.algorithm} {payload.get('dataset')} seed{payload.get('seed')} step{payload.get('iteration')}"
     return act
 
 

@@ -23,7 +23,8 @@ import os
 from pathlib import Path
 from typing import Any, Iterator
 
-from metaconstraint.grid.events import CellResult, GridEvent, GridStop, JobFinished, JobProgress, JobStarted
+from metaconstraint.grid.events import CellResult, GridEvent, JobFinished, JobProgress, JobStarted
+from metaconstraint.signals import StopRequest
 
 INSTALL_HINT = "pip install 'metaconstraint[ray]'"
 DEFAULT_MAX_RETRIES = 3
@@ -78,7 +79,7 @@ def _run_task(index: int, values: dict[str, Any], sink, threads: int) -> CellRes
     node = ray.util.get_node_ip_address()
     sink.put.remote(JobStarted(index, node))
 
-    def progress(iteration: int, score: float | None, scale: float | None) -> None:
+    def progress(iteration: int, score: float | None, scale: tuple[str, float] | None) -> None:
         sink.put.remote(JobProgress(index, iteration, score, scale))
 
     result = execute_cell(values, progress)
@@ -198,7 +199,7 @@ class RayBackend:
         )
 
     # ------------------------------------------------------------------------- running
-    def execute(self, jobs: list[tuple[int, dict[str, Any]]], stop: GridStop) -> Iterator[GridEvent]:
+    def execute(self, jobs: list[tuple[int, dict[str, Any]]], stop: StopRequest) -> Iterator[GridEvent]:
         ray = self.ray
         from ray.exceptions import RayError, RayTaskError, TaskCancelledError
 

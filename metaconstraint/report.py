@@ -35,7 +35,7 @@ RUNS_CSV = "runs.csv"
 PAIRED_CSV = "paired.csv"
 PLOTS = {
     "curves": "learning_curves.png",
-    "alpha": "alpha.png",
+    "scale": "learned_scale.png",
     "aggregates": "aggregates.png",
     "profiles": "performance_profiles.png",
     "improvement": "improvement.png",
@@ -53,7 +53,8 @@ class RunResult:
     status: str  # "done" or "failed"
     final_score: float | None = None
     rule: str | None = None  # e.g. "last" or "mean_last_k (k=5)"
-    final_alpha: float | None = None
+    final_scale: float | None = None  # the learned scale at the end (adaptive algorithms)
+    scale_name: str | None = None  # its own name: alpha, beta
     directory: Path | None = None
     error: str | None = None
     steps: int | None = None
@@ -94,11 +95,10 @@ def _label(summary: dict[str, Any], directory: Path) -> str:
 
 def load_run(directory: Path, rule: str | None = None, k: int = 5) -> RunResult:
     """A run folder's result; with ``rule`` its final score is recomputed from the saved ``scores``."""
-    from metaconstraint.runs import read_json
-    from metaconstraint.training import final_score
+    from metaconstraint.runs import final_score, read_summary
 
     directory = Path(directory)
-    summary = read_json(directory / "summary.json")
+    summary = read_summary(directory)
     if rule is None:
         score = summary["final_score"]
         used = describe_rule(summary.get("final_score_rule", "last"), summary.get("final_score_k"))
@@ -113,7 +113,8 @@ def load_run(directory: Path, rule: str | None = None, k: int = 5) -> RunResult:
         status="done",
         final_score=float(score),
         rule=used,
-        final_alpha=summary.get("final_alpha"),
+        final_scale=summary.get("final_scale"),
+        scale_name=summary.get("scale_name"),
         directory=directory,
         steps=summary.get("steps"),
     )
@@ -148,10 +149,11 @@ def _failed(cell: dict[str, Any]) -> RunResult:
     )
 
 
-def _metrics(directory: Path | None) -> list[dict[str, Any]]:
-    from metaconstraint.runs import MetricsLog
+def _metrics(run: RunResult) -> list[dict[str, Any]]:
+    """The run's metrics records, an old folder's ``alpha`` under today's ``scale/<name>``."""
+    from metaconstraint.runs import read_metrics
 
-    return MetricsLog.read(directory) if directory is not None else []
+    return read_metrics(run.directory, run.scale_name) if run.directory is not None else []
 
 
 # ----------------------------------------------------------------------------- the table
@@ -340,11 +342,12 @@ def csv_table(table: ScoreTable) -> str:
 def runs_csv(runs: list[RunResult]) -> str:
     buffer = io.StringIO()
     writer = csv.writer(buffer)
-    writer.writerow(["algorithm", "dataset", "seed", "status", "final_score", "final_score_rule", "final_alpha", "steps", "run_dir", "error"])
+    writer.writerow(["algorithm", "dataset", "seed", "status", "final_score", "final_score_rule", "final_scale", "scale_name",
+                     "steps", "run_dir", "error"])
     for r in sorted(runs, key=lambda r: (r.algorithm, r.dataset, r.seed)):
         writer.writerow(
-            [r.algorithm, r.dataset, r.seed, r.status, _number(r.final_score), r.rule or "", _number(r.final_alpha),
-             r.steps if r.steps is not None else "", r.directory or "", r.error or ""]
+            [r.algorithm, r.dataset, r.seed, r.status, _number(r.final_score), r.rule or "", _number(r.final_scale),
+             r.scale_name or "", r.steps if r.steps is not None else "", r.directory or "", r.error or ""]
         )
     return buffer.getvalue()
 
@@ -539,14 +542,18 @@ def _colors(algorithms: list[str]) -> dict[str, Any]:
 
 
 def _curves(runs: list[RunResult], key: str) -> dict[tuple[str, str], tuple[np.ndarray, np.ndarray, np.ndarray]]:
-    """``(dataset, algorithm) -> (steps, mean, std)`` over seeds of metric ``key`` at each logged step."""
+    """``(dataset, algorithm) -> (steps, mean, std)`` over seeds of metric ``key`` at each logged step
+    (``"scale"``: the learned scale, whatever its name)."""
+    from metaconstraint.runs import scale_metric
+
     grouped: dict[tuple[str, str], dict[int, list[float]]] = defaultdict(lambda: defaultdict(list))
     for run in runs:
         if run.status != "done":
             continue
-        for record in _metrics(run.directory):
-            if key in record and record[key] is not None:
-                grouped[(run.dataset, run.algorithm)][int(record["step"])].append(float(record[key]))
+        name = scale_metric(run.scale_name or "alpha") if key == "scale" else key
+        for record in _metrics(run):
+            if name in record and record[name] is not None:
+                grouped[(run.dataset, run.algorithm)][int(record["step"])].append(float(record[name]))
     curves = {}
     for cell, by_step in grouped.items():
         steps = np.array(sorted(by_step))
@@ -558,8 +565,12 @@ def _curves(runs: list[RunResult], key: str) -> dict[tuple[str, str], tuple[np.n
     return curves
 
 
-def plot_curves(table: ScoreTable, runs: list[RunResult], key: str, ylabel: str, path: Path, algorithms=None) -> Path | None:
-    """One panel per dataset: mean over seeds of ``key`` with a +-1 std band, one line per algorithm."""
+def plot_curves(
+    table: ScoreTable, runs: list[RunResult], key: str, ylabel: str, path: Path, algorithms=None,
+    labels: dict[str, str] | None = None,
+) -> Path | None:
+    """One panel per dataset: mean over seeds of ``key`` with a +-1 std band, one line per algorithm
+    (in the legend as ``labels[algorithm]``, default the algorithm)."""
     curves = _curves([r for r in runs if algorithms is None or r.algorithm in algorithms], key)
     if not curves:
         return None
@@ -571,7 +582,7 @@ def plot_curves(table: ScoreTable, runs: list[RunResult], key: str, ylabel: str,
             if (dataset, algorithm) not in curves:
                 continue
             steps, mean, std = curves[(dataset, algorithm)]
-            axis.plot(steps, mean, color=colors[algorithm], label=algorithm, marker="o" if len(steps) < 15 else None, markersize=3)
+            axis.plot(steps, mean, color=colors[algorithm], label=(labels or {}).get(algorithm, algorithm), marker="o" if len(steps) < 15 else None, markersize=3)
             axis.fill_between(steps, mean - std, mean + std, color=colors[algorithm], alpha=0.2, linewidth=0)
         axis.set_title(dataset, fontsize=10)
         axis.set_xlabel("iteration")
@@ -729,9 +740,10 @@ def build_report(
         (out / PAIRED_CSV).unlink(missing_ok=True)
     plots = {
         "curves": plot_curves(table, runs, "score", "normalised score", out / PLOTS["curves"]),
-        "alpha": plot_curves(
-            table, runs, "alpha", "alpha (learned constraint scale)", out / PLOTS["alpha"],
-            algorithms={r.algorithm for r in runs if r.final_alpha is not None},
+        "scale": plot_curves(
+            table, runs, "scale", "learned scale", out / PLOTS["scale"],
+            algorithms={r.algorithm for r in runs if r.final_scale is not None},
+            labels={r.algorithm: f"{r.algorithm}: {r.scale_name}" for r in runs if r.scale_name},
         ),
     }
     if aggregates is not None:

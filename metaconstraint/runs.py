@@ -1,9 +1,15 @@
-"""Run folders: layout, atomic writes, metrics files, checkpoints, summaries.
+"""Run folders: layout, atomic writes, metrics files, summaries, and reading them back.
 
 ``OUT/<algorithm>/<dataset id with "/" as "__">/seed<K>[-<tag>]/`` holds ``config.toml``,
-``metrics.jsonl``, ``metrics.csv``, ``checkpoints/``, ``summary.json`` and ``environment.json``.
-Every file is written to a temporary sibling, flushed, fsynced and renamed into place, so a crash
-leaves the previous version intact.
+``metrics.jsonl``, ``metrics.csv``, ``checkpoints/step<N>.pt`` (their content:
+:mod:`metaconstraint.checkpoint`), ``summary.json`` and ``environment.json``. Every file is written
+to a temporary sibling, flushed, fsynced and renamed into place, so a crash leaves the previous
+version intact.
+
+The learned scale of an adaptive algorithm has one name in every file: the metric
+``scale/<name>`` and the summary's ``final_scale`` with ``scale_name`` (``alpha`` for aspc, ``beta``
+for aspc-iql). Folders written before that called it ``alpha`` everywhere (aspc-iql's beta too);
+:func:`read_metrics` and :func:`read_summary` map them to today's names.
 """
 
 from __future__ import annotations
@@ -19,13 +25,20 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any, Callable
 
+import numpy as np
 import torch
+
+from metaconstraint.config import load_config_file
 
 CHECKPOINT_PREFIX = "step"
 
 
 class RunFolderError(RuntimeError):
     """A run folder (or a file in it) cannot be written or read; the message says which and why."""
+
+
+class ResumeError(ValueError):
+    """A run folder or checkpoint that cannot be continued (or read); the message says why."""
 
 
 def run_directory(out: Path, algorithm: str, dataset_id: str, seed: int, tag: str | None = None) -> Path:
@@ -143,23 +156,6 @@ def checkpoint_path(directory: Path, step: int) -> Path:
     return Path(directory) / "checkpoints" / f"{CHECKPOINT_PREFIX}{step:08d}.pt"
 
 
-def save_checkpoint(directory: Path, step: int, payload: dict[str, Any], keep: int | None = 2) -> Path:
-    """Atomically write ``checkpoints/step<N>.pt``; then keep the newest ``keep`` (``None``: keep all).
-
-    If the write fails (a full disk), the temporary file is removed and the checkpoints already
-    there are untouched.
-    """
-    path = checkpoint_path(directory, step)
-    # Serialise in memory first: torch's zip writer turns a failed file write (ENOSPC) into an
-    # opaque RuntimeError, while a plain write of the bytes raises the OSError callers handle.
-    serialised = io.BytesIO()
-    torch.save(payload, serialised)
-    atomic_write(path, lambda handle: handle.write(serialised.getbuffer()))
-    if keep is not None:
-        prune_checkpoints(directory, keep)
-    return path
-
-
 def prune_checkpoints(directory: Path, keep: int) -> None:
     """Delete all but the newest ``keep`` checkpoints."""
     for old in checkpoint_paths(directory)[:-keep]:
@@ -172,11 +168,6 @@ def remove_temporary_files(directory: Path) -> None:
         if folder.is_dir():
             for leftover in folder.glob(".*.tmp"):
                 leftover.unlink(missing_ok=True)
-
-
-def load_checkpoint(path: Path, device="cpu") -> dict[str, Any]:
-    """A checkpoint is data, never code: ``weights_only=True``."""
-    return torch.load(path, map_location=device, weights_only=True)
 
 
 def _version(package: str) -> str | None:
@@ -260,3 +251,101 @@ def record_resume(directory: Path, iteration: int, now: dict[str, Any]) -> list[
         return []
     atomic_write_json(path, {**record, "resumes": [*record.get("resumes", []), {"iteration": iteration, **now}]})
     return environment_changes(record, now)
+
+
+# ----------------------------------------------------------------------------- reading run folders
+SCALE_PREFIX = "scale/"  # the learned scale's metric: "scale/alpha", "scale/beta"
+LEGACY_SCALE_NAMES = {"aspc-iql": "beta"}  # what the old metric "alpha" held, by algorithm (else alpha)
+
+
+def scale_metric(name: str) -> str:
+    """The metrics key of the learned scale called ``name``: ``scale/beta``."""
+    return SCALE_PREFIX + name
+
+
+def legacy_scale_name(algorithm: str) -> str:
+    """The meta-parameter an old folder of ``algorithm`` logged as ``alpha``."""
+    return LEGACY_SCALE_NAMES.get(algorithm, "alpha")
+
+
+def scale_of(record: dict[str, Any]) -> tuple[str, float] | None:
+    """``(name, value)`` of the learned scale in a (mapped) metrics record, or ``None``."""
+    for key, value in record.items():
+        if key.startswith(SCALE_PREFIX):
+            return key[len(SCALE_PREFIX) :], value
+    return None
+
+
+def upgrade_metrics_record(record: dict[str, Any], scale_name: str) -> dict[str, Any]:
+    """An old record's ``alpha`` renamed to ``scale/<scale_name>`` (in its place); others as they are."""
+    if "alpha" not in record or scale_of(record) is not None:
+        return record
+    key = scale_metric(scale_name)
+    return {(key if k == "alpha" else k): v for k, v in record.items()}
+
+
+def scale_history(records: list[dict[str, Any]]) -> list[tuple[int, float]]:
+    """``[(step, value)]`` of the learned scale in (mapped) metrics records."""
+    return [(int(r["step"]), float(found[1])) for r in records if (found := scale_of(r)) is not None]
+
+
+def upgrade_summary(summary: dict[str, Any]) -> dict[str, Any]:
+    """An old summary's ``final_alpha`` as ``final_scale`` and ``scale_name`` (in place of it)."""
+    if "final_alpha" not in summary or "final_scale" in summary:
+        return summary
+    upgraded = {}
+    for key, value in summary.items():
+        if key == "final_alpha":
+            upgraded["final_scale"], upgraded["scale_name"] = value, legacy_scale_name(summary.get("algorithm", ""))
+        else:
+            upgraded[key] = value
+    return upgraded
+
+
+def read_metrics(directory: Path, old_scale_name: str | None = "alpha") -> list[dict[str, Any]]:
+    """The records of a run folder's ``metrics.jsonl`` with today's names: an old folder's ``alpha``
+    becomes ``scale/<old_scale_name>`` (the ``scale_name`` of :func:`read_summary`, or
+    :func:`legacy_scale_name` of the run's algorithm)."""
+    return [upgrade_metrics_record(r, old_scale_name or "alpha") for r in MetricsLog.read(directory)]
+
+
+def read_summary(directory: Path) -> dict[str, Any]:
+    """A run folder's ``summary.json`` with today's names."""
+    return upgrade_summary(read_json(Path(directory) / "summary.json"))
+
+
+def final_score(scores: list[float], rule: str, k: int) -> float:
+    """``last``: the final evaluation's mean; ``mean_last_k``: mean of the last ``k`` evaluations."""
+    if rule == "mean_last_k":
+        return float(np.mean(scores[-k:]))
+    return float(scores[-1])
+
+
+def has_run(directory: Path) -> bool:
+    """Whether a run folder already holds (part of) a run: checkpoints or a summary."""
+    return bool(checkpoint_paths(directory)) or (Path(directory) / "summary.json").exists()
+
+
+def read_run_folder(run_dir: Path) -> dict[str, Any]:
+    """The flat config of a run folder, with ``out`` set to where the folder actually is."""
+    run_dir = Path(run_dir)
+    if not (run_dir / "config.toml").is_file():
+        raise ResumeError(
+            f"{run_dir} is not a run folder (it has no config.toml). A run folder is "
+            f"OUT/<algorithm>/<dataset>/seed<K>[-<tag>]/, e.g. runs/aspc/dapg__pen__expert-v0/seed0."
+        )
+    values = load_config_file(run_dir / "config.toml")
+    if not isinstance(values.get("algorithm"), str) or not isinstance(values.get("dataset"), str):
+        raise ResumeError(f"{run_dir / 'config.toml'} names no algorithm or dataset.")
+    resolved = run_dir.resolve()
+    if len(resolved.parents) < 3:
+        raise ResumeError(f"{run_dir} is not a run folder: it is not inside OUT/<algorithm>/<dataset>/.")
+    out = resolved.parents[2]
+    expected = run_directory(out, values["algorithm"], values["dataset"], int(values.get("seed", 0)), values.get("tag"))
+    if expected != resolved:
+        raise ResumeError(
+            f"{run_dir} does not sit where its config.toml puts it ({expected}): was the folder renamed? Put it back "
+            f"at OUT/<algorithm>/<dataset with '/' as '__'>/seed<K>[-<tag>]/."
+        )
+    values["out"] = str(out)
+    return values

@@ -74,9 +74,9 @@ def test_alpha_near_zero_gives_a_pure_behaviour_cloning_update(pen_trainer, meta
 def test_aspc_alpha_moves(tmp_path):
     trainer = short_run(tmp_path, steps=400, eval_every=400)
     summary = trainer.fit()[0]
-    assert summary["final_alpha"] != pytest.approx(2.5, abs=1e-3)
-    assert summary["meta_parameters"]["alpha"] == pytest.approx(summary["final_alpha"])
-    alphas = [row["alpha"] for row in MetricsLog.read(trainer.directories[0])]
+    assert summary["final_scale"] != pytest.approx(2.5, abs=1e-3) and summary["scale_name"] == "alpha"
+    assert summary["meta_parameters"]["alpha"] == pytest.approx(summary["final_scale"])
+    alphas = [row["scale/alpha"] for row in MetricsLog.read(trainer.directories[0])]
     assert len(set(alphas)) > 1
 
 
@@ -104,7 +104,7 @@ def test_td3bc_alpha_stays_fixed(tmp_path, pen_trainer):
     metrics = algorithm.update_actor(state, batch, algorithm.frozen_inputs(state), 42)
     torch.testing.assert_close(metrics["actor_loss"][0], expected, rtol=1e-5, atol=1e-6)
     summary = short_run(tmp_path, algorithm="td3bc", steps=20, eval_every=20, eval_episodes=1).fit()[0]
-    assert "final_alpha" not in summary and summary["meta_parameters"] == {}
+    assert "final_scale" not in summary and summary["meta_parameters"] == {}
 
 
 def test_alpha_decay_horizon_is_the_released_codes_million_iterations_whatever_the_run_length():
@@ -150,7 +150,7 @@ def test_run_writes_the_run_folder(tmp_path):
             assert (directory / name).exists(), name
         assert list((directory / "checkpoints").glob("*.pt"))
         on_disk = json.loads((directory / "summary.json").read_text())
-        for key in ("final_score", "final_score_rule", "scores", "final_alpha", "meta_parameters", "steps",
+        for key in ("final_score", "final_score_rule", "scores", "final_scale", "scale_name", "meta_parameters", "steps",
                     "wall_seconds", "updates_per_second", "seed", "algorithm", "dataset"):
             assert key in on_disk, key
         assert on_disk["steps"] == 100 and len(on_disk["scores"]) == 2

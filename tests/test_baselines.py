@@ -256,7 +256,7 @@ def test_every_baseline_trains_and_evaluates_from_the_cli(tmp_path, algorithm):
     summary = json.loads((folder / "summary.json").read_text())
     assert summary["algorithm"] == algorithm and summary["steps"] == 100
     assert [s["step"] for s in summary["scores"]] == [50, 100]
-    assert "final_alpha" not in summary
+    assert "final_scale" not in summary
     # the recorded score is the saved policy's: scoring the final checkpoint again on the run's
     # seeded evaluation episodes gives it back
     again = runner.invoke(app, ["evaluate", str(folder), "--json"], env=ENV, catch_exceptions=False)

@@ -26,7 +26,7 @@ def test_quickstart_trains_and_evaluates_offline(offline):
     assert result.exit_code == 0, result.output
     summary = json.loads((out / "aspc" / "builtin__pendulum__medium-v0" / "seed0" / "summary.json").read_text())
     assert summary["dataset"] == "builtin/pendulum/medium-v0" and [s["step"] for s in summary["scores"]] == [30, 60]
-    assert np.isfinite(summary["final_score"]) and "final_alpha" in summary
+    assert np.isfinite(summary["final_score"]) and "final_scale" in summary
     cached = offline / "home" / "datasets" / "builtin" / "pendulum" / "medium-v0" / "data" / "main_data.hdf5"
     assert cached.is_file() and not any((offline / "empty").iterdir())
     # the short name is the same dataset, read from the cache without generating again

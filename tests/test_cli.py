@@ -30,7 +30,7 @@ def test_run_on_door_human_writes_scores(tmp_path, algorithm):
     assert summary["steps"] == 60 and [s["step"] for s in summary["scores"]] == [30, 60]
     assert f"seed 0: {folder}" in result.output.splitlines()  # the run folder whole (longer than 80 columns here)
     assert summary["dataset"] == "D4RL/door/human-v2"
-    assert ("final_alpha" in summary) == (algorithm == "aspc")
+    assert (summary.get("scale_name"), "final_scale" in summary) == (("alpha", True) if algorithm == "aspc" else (None, False))
     config = tomllib.loads((folder / "config.toml").read_text())
     assert config["dataset"] == "D4RL/door/human-v2" and config["algorithm"] == algorithm
     assert config.get("outer_losses") == (["l1", "l2", "l3"] if algorithm == "aspc" else None)  # ASPC's default, resolved

@@ -44,7 +44,7 @@ class MetaSampler:
 def run_on_meta(name: str, iterations: int = 20, traced: bool = False) -> dict:
     """``iterations`` updates of ``name`` (2 stacked seeds; 20 covers actor steps and ASPC's alpha
     step) with the per-iteration bookkeeping of the training loop, all on the meta device."""
-    from metaconstraint.training import Accumulator, DivergenceGuard
+    from metaconstraint.monitor import Accumulator, DivergenceGuard
 
     cls = ALGORITHMS[name]
     algorithm = cls(cls.Config(), ProblemSpec(OBS, ACT, 1.0, 1000), MEMBERS, META)

@@ -70,7 +70,7 @@ def test_antmaze_flattens_dict_observations_and_shifts_rewards(tmp_path, root):
     np.testing.assert_allclose(shifted.episode_returns, raw.episode_returns - 30)
     check_eval_layout("D4RL/antmaze/umaze-v1", buffers)
     summary = train(tmp_path, "aspc", "antmaze-umaze", None)
-    assert "final_alpha" in summary
+    assert "final_scale" in summary
     # the trainer's buffer holds the shifted rewards by default; reward_offset = 0 in the config keeps them raw
     from metaconstraint.config import build_configs
     from metaconstraint.training import Trainer

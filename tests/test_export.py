@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 from metaconstraint.cli import app
 from metaconstraint.export import export_policy, toolkit_actions
 from metaconstraint.rl import data
-from metaconstraint.training import load_run_policy
+from metaconstraint.checkpoint import load_run_policy
 
 runner = CliRunner()
 ONNX_READY = all(importlib.util.find_spec(name) for name in ("onnx", "onnxscript", "onnxruntime"))

@@ -22,7 +22,7 @@ runner = CliRunner()
 ENV = {"METACONSTRAINT_OFFLINE": "1"}
 PEN = "dapg/pen/expert-v0"
 TINY = ["--steps", "100", "--eval-every", "50", "--eval-episodes", "1", "--workers", "2"]
-PLOTS = ["learning_curves.png", "alpha.png", "aggregates.png", "performance_profiles.png", "improvement.png"]
+PLOTS = ["learning_curves.png", "learned_scale.png", "aggregates.png", "performance_profiles.png", "improvement.png"]
 
 
 def compare(out, *args):
@@ -251,7 +251,8 @@ def test_load_run_recomputes_the_final_score_when_asked(tmp_path):
 
 def test_run_files_a_remote_worker_sends_back_complete_the_drivers_folder(tmp_path):
     """A worker that shares no filesystem with the driver: its run's files arrive with the result."""
-    from metaconstraint.grid import GridStop, JobFinished, JobStarted, run_grid
+    from metaconstraint.grid import JobFinished, JobStarted, run_grid
+    from metaconstraint.signals import StopRequest
 
     cells = expand_grid(["td3bc"], [PEN], 1, run_options={"steps": 100, "out": str(tmp_path)})
     summary = {"algorithm": "td3bc", "dataset": PEN, "seed": 0, "steps": 100, "final_score": 12.5,
@@ -263,7 +264,7 @@ def test_run_files_a_remote_worker_sends_back_complete_the_drivers_folder(tmp_pa
         def plan(self, jobs):
             return f"running {jobs} run(s) elsewhere"
 
-        def execute(self, jobs, stop: GridStop):
+        def execute(self, jobs, stop: StopRequest):
             for index, _ in jobs:
                 yield JobStarted(index, "10.0.0.9")
                 yield JobFinished(index, {"status": "done", "summary": summary, "files": files, "seconds": 1.0})

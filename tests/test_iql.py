@@ -218,12 +218,12 @@ def test_iql_beta_is_fixed_and_aspc_iql_beta_moves(tmp_path):
     run, config = build_configs({**values, "algorithm": "aspc-iql", "scale_lr_decay_steps": 1_000_000})
     trainer = Trainer(run, config)
     summary = trainer.fit()[0]
-    betas = [row["alpha"] for row in MetricsLog.read(trainer.directories[0])]
-    assert len(set(betas)) == len(betas) and summary["final_alpha"] != pytest.approx(3.0, abs=1e-3)
-    assert summary["meta_parameters"] == {"beta": pytest.approx(summary["final_alpha"])}
+    betas = [row["scale/beta"] for row in MetricsLog.read(trainer.directories[0])]
+    assert len(set(betas)) == len(betas) and summary["final_scale"] != pytest.approx(3.0, abs=1e-3) and summary["scale_name"] == "beta"
+    assert summary["meta_parameters"] == {"beta": pytest.approx(summary["final_scale"])}
     run, config = build_configs({**values, "algorithm": "iql", "steps": 20, "eval_every": 20})
     plain = Trainer(run, config).fit()[0]
-    assert "final_alpha" not in plain and plain["meta_parameters"] == {}
+    assert "final_scale" not in plain and plain["meta_parameters"] == {}
 
 
 def test_iql_beta_stays_fixed(pen):
@@ -262,7 +262,7 @@ def test_cli_trains_on_door_human_with_its_constant_state_features(tmp_path):
     assert result.exit_code == 0, result.output
     summary = json.loads((tmp_path / algorithm / "D4RL__door__human-v2" / "seed0" / "summary.json").read_text())
     assert summary["steps"] == 40 and math.isfinite(summary["final_score"])
-    assert math.isfinite(summary["final_alpha"]) and summary["final_alpha"] != 3.0
+    assert math.isfinite(summary["final_scale"]) and summary["final_scale"] != 3.0
 
 
 def test_aspc_iql_resumes_bit_for_bit_with_dropout_and_meta_state(tmp_path):
@@ -270,7 +270,8 @@ def test_aspc_iql_resumes_bit_for_bit_with_dropout_and_meta_state(tmp_path):
     ended, tensor for tensor: dropout draws, beta's Adam and the cosine schedule all continue."""
     import json
 
-    from metaconstraint.runs import checkpoint_paths, load_checkpoint
+    from metaconstraint.checkpoint import load_checkpoint
+    from metaconstraint.runs import checkpoint_paths
 
     values = {"algorithm": "aspc-iql", "dataset": PEN, "steps": 24, "eval_every": 24, "eval_episodes": 1, "log_every": 6,
               "checkpoint_every": 12, "actor_dropout": 0.1, "scale_interval": 4,
@@ -293,4 +294,4 @@ def test_aspc_iql_resumes_bit_for_bit_with_dropout_and_meta_state(tmp_path):
     for x, y in zip(flat_a, flat_b):
         assert torch.equal(x, y) if isinstance(x, torch.Tensor) else x == y
     assert metrics_a == metrics_b
-    assert summary_a["final_alpha"] == summary_b["final_alpha"] != 3.0
+    assert summary_a["final_scale"] == summary_b["final_scale"] != 3.0

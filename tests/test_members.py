@@ -190,7 +190,7 @@ def test_members_resume_together_bit_for_bit(pen, tmp_path):
                 assert torch.equal(final[1]["state"][part][key], value), (name, part, key)
         assert torch.equal(final[1]["state"]["meta"]["raw"]["alpha"], final[0]["state"]["meta"]["raw"]["alpha"])
         assert records(folder(cut, name, "aspc")) == records(folder(whole, name, "aspc"))
-    alphas = [records(folder(whole, n, "aspc"))[-1]["alpha"] for n in ("seed0-alpha=1", "seed0-alpha=4")]
+    alphas = [records(folder(whole, n, "aspc"))[-1]["scale/alpha"] for n in ("seed0-alpha=1", "seed0-alpha=4")]
     assert alphas[0] == pytest.approx(1.0, abs=0.05) and alphas[1] == pytest.approx(4.0, abs=0.05)
 
 

@@ -14,10 +14,11 @@ import numpy as np
 import pytest
 import torch
 
+from metaconstraint.checkpoint import evaluate_run
 from metaconstraint.config import build_configs
 from metaconstraint.rl import data
 from metaconstraint.rl.evaluation import evaluate_returns
-from metaconstraint.training import Trainer, evaluate_run
+from metaconstraint.training import Trainer
 
 PEN_HUMAN = "D4RL/pen/human-v2"
 

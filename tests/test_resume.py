@@ -131,7 +131,7 @@ def test_alpha_leaving_its_range_stops_the_run_with_exit_3(tmp_path):
     assert run.returncode == 3, run.stderr
     assert "Traceback" not in run.stderr
     message = " ".join(run.stderr.split())
-    found = re.search(r"alpha left its sane range .* at iteration (\d+)", message)
+    found = re.search(r"the learned scale \(alpha\) left its sane range .* at iteration (\d+)", message)
     assert found, message
     diverged_at = int(found.group(1))
     assert diverged_at == 20

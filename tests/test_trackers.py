@@ -59,7 +59,7 @@ def test_tensorboard_event_files_hold_every_metric_at_its_steps(logged_run):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     run_dir, series, summary, config = logged_run
-    assert {"critic_loss", "actor_loss", "alpha", "score", "outer/l1"} <= set(series)
+    assert {"critic_loss", "actor_loss", "scale/alpha", "score", "outer/l1"} <= set(series)
     events = EventAccumulator(str(run_dir / "tensorboard"), size_guidance={"scalars": 0, "tensors": 0})
     events.Reload()
     scalars = set(events.Tags()["scalars"])
@@ -201,7 +201,7 @@ def test_a_grid_cell_that_diverges_ends_its_tracker_run_as_failed(tmp_path, monk
     from mlflow.tracking import MlflowClient
 
     from metaconstraint.grid import run_cell
-    from metaconstraint.training import TrainingDiverged
+    from metaconstraint.monitor import TrainingDiverged
 
     values = {"algorithm": "aspc", "dataset": DOOR, "seed": 0, "seeds": 1, "steps": 60, "eval_every": 30,
               "eval_episodes": 1, "out": str(tmp_path), "loggers": ["mlflow"], "alpha_min": 2.499, "alpha_max": 2.501}

@@ -8,7 +8,7 @@ Usage, from docs/results/runs:  python ../episode_sets.py bc/dapg__pen__expert-v
 import sys
 
 import metaconstraint.rl.evaluation as ev
-from metaconstraint.training import evaluate_run
+from metaconstraint.checkpoint import evaluate_run
 
 own = ev.episode_seeds
 for run in sys.argv[1:]:

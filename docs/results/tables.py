@@ -17,7 +17,7 @@ import numpy as np
 
 from metaconstraint import stats
 from metaconstraint.report import RunResult, ScoreTable, collect_runs, markdown_aggregates, markdown_table, score_table
-from metaconstraint.runs import MetricsLog, read_json
+from metaconstraint.runs import read_json, read_metrics, scale_history
 
 ORDER = ["aspc", "td3bc", "bc", "iql", "wpc", "a2pr", "rebrac", "aspc (decay1M)"]
 REFERENCE = "aspc"
@@ -84,7 +84,7 @@ def paired_section(runs: list[RunResult]) -> str:
 def alpha_section(runs: list[RunResult]) -> str:
     """Final alpha per seed and the highest alpha any seed logged, for each adaptive variant."""
     found = by_key(runs)
-    variants = [a for a in ORDER if any(r.final_alpha is not None for (x, _, _), r in found.items() if x == a)]
+    variants = [a for a in ORDER if any(r.final_scale is not None for (x, _, _), r in found.items() if x == a)]
     datasets = sorted({d for (_, d, _) in found})
     seeds = sorted({s for (_, _, s) in found})
     header = " | ".join(f"{v}: alpha at the end (seeds) | {v}: highest" for v in variants)
@@ -93,8 +93,8 @@ def alpha_section(runs: list[RunResult]) -> str:
         cells = []
         for variant in variants:
             members = [found[(variant, dataset, s)] for s in seeds if (variant, dataset, s) in found]
-            finals = ", ".join(f"{r.final_alpha:.2f}" for r in members)
-            peaks = [max(m["alpha"] for m in MetricsLog.read(r.directory) if "alpha" in m) for r in members]
+            finals = ", ".join(f"{r.final_scale:.2f}" for r in members)
+            peaks = [max(v for _, v in scale_history(read_metrics(r.directory, r.scale_name))) for r in members]
             cells += [finals, f"{max(peaks):.2f}" if peaks else ""]
         lines.append(f"| {dataset} | " + " | ".join(cells) + " |")
     return "\n".join(lines)

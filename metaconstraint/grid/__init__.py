@@ -19,7 +19,7 @@ display) and ``driver`` (:func:`run_grid`).
 
 from metaconstraint.grid.cells import PACKED, cell_directory, cell_name, dataset_id, expand_grid, pack_cells
 from metaconstraint.grid.driver import CellOutcome, GridInterrupted, run_grid, write_grid_record
-from metaconstraint.grid.events import Backend, CellResult, GridEvent, GridStop, JobFinished, JobProgress, JobStarted
+from metaconstraint.grid.events import Backend, CellResult, GridEvent, JobFinished, JobProgress, JobStarted
 from metaconstraint.grid.local import LocalBackend, available_cores
 from metaconstraint.grid.worker import execute_cell, run_cell, run_packed
 
@@ -30,7 +30,6 @@ __all__ = [
     "CellResult",
     "GridEvent",
     "GridInterrupted",
-    "GridStop",
     "JobFinished",
     "JobProgress",
     "JobStarted",

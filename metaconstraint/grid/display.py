@@ -48,7 +48,7 @@ class GridDisplay:
     def _overall_text(self) -> str:
         return f"[bold]grid[/] {self.finished_cells}/{self.cells} runs"
 
-    def update(self, index: int, name: str, total: int, iteration: int, score, alpha) -> None:
+    def update(self, index: int, name: str, total: int, iteration: int, score, scale) -> None:
         if index in self.done:
             return  # a late message from a cell that has already finished
         if index not in self.tasks:
@@ -56,8 +56,8 @@ class GridDisplay:
         info = []
         if score is not None:
             info.append(f"score [green]{score:.1f}[/]")
-        if alpha is not None:
-            info.append(f"alpha [magenta]{alpha:.3f}[/]")
+        if scale is not None:
+            info.append(f"{scale[0]} [magenta]{scale[1]:.3f}[/]")
         fields = {"info": " ".join(info)} if info else {}
         self.progress.update(self.tasks[index], completed=iteration, **fields)
         self.iterations[index] = iteration

@@ -3,19 +3,18 @@ into :class:`CellOutcome`s, stop cleanly on SIGINT/SIGTERM, and record everythin
 
 from __future__ import annotations
 
-import contextlib
 import signal
-import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from metaconstraint.grid.cells import PACKED, cell_directory, cell_name, dataset_id, pack_cells
 from metaconstraint.grid.display import GridDisplay, report_prechecked
-from metaconstraint.grid.events import Backend, GridStop, JobFinished, JobProgress, JobStarted
+from metaconstraint.grid.events import Backend, JobFinished, JobProgress, JobStarted
 from metaconstraint.grid.local import LocalBackend
 from metaconstraint.grid.worker import deliver_run_files
 from metaconstraint.grid_record import relative_run_dir, write_records
+from metaconstraint.signals import stop_on_signals
 
 
 @dataclass
@@ -88,26 +87,6 @@ def _validate(values: dict[str, Any]) -> CellOutcome | None:
     return None
 
 
-@contextlib.contextmanager
-def _driver_signals() -> Iterator[GridStop]:
-    stop = GridStop()
-    if threading.current_thread() is not threading.main_thread():
-        yield stop
-        return
-
-    def handler(signum, frame):
-        if stop.signal_number is not None:
-            raise KeyboardInterrupt
-        stop.signal_number = signum
-
-    previous = {number: signal.signal(number, handler) for number in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield stop
-    finally:
-        for number, old in previous.items():
-            signal.signal(number, old)
-
-
 class GridInterrupted(Exception):
     """The grid was stopped by a signal; every unfinished cell keeps its newest checkpoint."""
 
@@ -152,7 +131,7 @@ def run_grid(
     def job_name(group: list[int]) -> str:
         return cell_name(cells[group[0]]) if len(group) == 1 else f"{cell_name(cells[group[0]])} +{len(group) - 1} members"
 
-    with _driver_signals() as stop, GridDisplay(console, sum(steps.values()), len(pending)) as display:
+    with stop_on_signals() as stop, GridDisplay(console, sum(steps.values()), len(pending)) as display:
         for event in backend.execute([(i, job_values(group)) for i, group in jobs.items()], stop):
             index = event.job
             if isinstance(event, JobStarted):

@@ -12,8 +12,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator, Optional, Protocol, TypedDict, Union, runtime_checkable
 
-ProgressFn = Callable[[int, Optional[float], Optional[float]], None]
-"""``progress(iteration, score or None, learned scale or None)``, called by a training run."""
+from metaconstraint.signals import StopRequest
+
+LearnedScale = tuple[str, float]  # the learned constraint scale by its own name: ("beta", 0.8)
+ProgressFn = Callable[[int, Optional[float], Optional[LearnedScale]], None]
+"""``progress(iteration, score or None, (scale name, value) or None)``, called by a training run."""
 
 
 class CellResult(TypedDict, total=False):
@@ -46,7 +49,7 @@ class JobProgress:
     job: int
     iteration: int
     score: float | None
-    scale: float | None  # the learned constraint scale, for methods that learn one
+    scale: LearnedScale | None  # the learned constraint scale by its name, for methods that learn one
 
 
 @dataclass(frozen=True)
@@ -56,13 +59,6 @@ class JobFinished:
 
 
 GridEvent = Union[JobStarted, JobProgress, JobFinished]
-
-
-class GridStop:
-    """The driver's stop request: the first SIGINT/SIGTERM sets ``signal_number``, a second one
-    raises ``KeyboardInterrupt`` (stop at once)."""
-
-    signal_number: int | None = None
 
 
 @runtime_checkable
@@ -76,7 +72,7 @@ class Backend(Protocol):
         """Prepare to run ``jobs`` jobs; one line saying how they will run."""
         ...
 
-    def execute(self, jobs: list[tuple[int, dict[str, Any]]], stop: GridStop) -> Iterator[GridEvent]:
+    def execute(self, jobs: list[tuple[int, dict[str, Any]]], stop: StopRequest) -> Iterator[GridEvent]:
         """Run every ``(job index, values)``, yielding events until each job has its :class:`JobFinished`.
         Once ``stop.signal_number`` is set, queued jobs finish as not started and running ones
         checkpoint and stop."""

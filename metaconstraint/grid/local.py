@@ -11,8 +11,9 @@ import queue as queue_module
 import signal
 from typing import Any, Iterator
 
-from metaconstraint.grid.events import CellResult, GridEvent, GridStop, JobFinished, JobProgress, JobStarted
+from metaconstraint.grid.events import CellResult, GridEvent, JobFinished, JobProgress, JobStarted
 from metaconstraint.grid.worker import execute_cell
+from metaconstraint.signals import StopRequest
 
 
 _PROGRESS_QUEUE = None
@@ -45,7 +46,7 @@ def _local_work(index: int, values: dict[str, Any]) -> CellResult:
     if _STOP_EVENT is not None and _STOP_EVENT.is_set():
         return {"status": "interrupted", "not_started": True}
 
-    def progress(iteration: int, score: float | None, scale: float | None) -> None:
+    def progress(iteration: int, score: float | None, scale: tuple[str, float] | None) -> None:
         _PROGRESS_QUEUE.put(JobProgress(index, iteration, score, scale))
 
     _PROGRESS_QUEUE.put(JobStarted(index, f"pid {os.getpid()}"))
@@ -92,7 +93,7 @@ class LocalBackend:
         self._threads = self.cpus_per_run or torch_threads(self._workers)
         return f"running {jobs} run(s) on {self._workers} worker process(es), {self._threads} torch thread(s) each"
 
-    def execute(self, jobs: list[tuple[int, dict[str, Any]]], stop: GridStop) -> Iterator[GridEvent]:
+    def execute(self, jobs: list[tuple[int, dict[str, Any]]], stop: StopRequest) -> Iterator[GridEvent]:
         import multiprocessing
         from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
         from concurrent.futures.process import BrokenProcessPool

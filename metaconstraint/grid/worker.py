@@ -20,7 +20,7 @@ from metaconstraint.grid.events import CellResult, ProgressFn
 def _same_config(directory: Path, expected: dict[str, Any]) -> bool:
     """Whether the run folder's ``config.toml`` matches, up to the keys a resume may change (``out``,
     ``device``, ...: a cell started on one backend or machine can be finished on another)."""
-    from metaconstraint.training import RESUME_FREE_KEYS
+    from metaconstraint.checkpoint import RESUME_FREE_KEYS
 
     try:
         written = tomllib.loads((directory / "config.toml").read_text())
@@ -64,7 +64,8 @@ def run_packed(cells: list[dict[str, Any]], progress: ProgressFn | None = None) 
     from metaconstraint.config import algorithm_class, build_configs
     from metaconstraint.members import Member, member_records
     from metaconstraint.runs import checkpoint_paths
-    from metaconstraint.training import Trainer, _header
+    from metaconstraint.checkpoint import newest_header
+    from metaconstraint.training import Trainer
 
     fields = [f for f in algorithm_class(cells[0]["algorithm"]).member_fields if f in cells[0]]
     base = {k: v for k, v in cells[0].items() if k not in fields and k != "tag"}
@@ -73,7 +74,7 @@ def run_packed(cells: list[dict[str, Any]], progress: ProgressFn | None = None) 
     trainer = Trainer(run, algorithm_config, progress=progress, members=members)
     records = member_records(members) if trainer.member_sweep else None
     resume = all(
-        checkpoint_paths(d) and _same_config(d, expected) and (_header(d) or {}).get("member_records") == records
+        checkpoint_paths(d) and _same_config(d, expected) and (newest_header(d) or {}).get("member_records") == records
         for d, expected in zip(trainer.directories, trainer.member_resolved)
     )
     if not resume:

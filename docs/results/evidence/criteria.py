@@ -10,12 +10,12 @@ the difference each test could detect), and writes the alpha-trajectory figures.
 from __future__ import annotations
 
 import argparse
-import json
 from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
 
+from metaconstraint.runs import read_metrics, read_summary, scale_history
 from metaconstraint.stats import detectable_difference, holm, paired_p_value
 
 HERE = Path(__file__).resolve().parent
@@ -58,11 +58,11 @@ def load_runs(runs: Path) -> list[dict]:
     score, final alpha and the alpha trajectory ``[(step, alpha)]``."""
     records = []
     for summary_path in sorted(runs.glob("*/*/*/summary.json")):
-        summary = json.loads(summary_path.read_text())
         folder = summary_path.parent
+        summary = read_summary(folder)  # the grid writes the old names (final_alpha, metric alpha): mapped
         tag = folder.name.split("-", 1)[1] if "-" in folder.name else ""
         swept = parse_tag(tag)
-        metrics = [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines() if line.strip()]
+        learned_alpha = summary.get("scale_name") == "alpha"
         scores = [s["score"] for s in summary["scores"]]
         records.append({
             "algorithm": summary["algorithm"],
@@ -73,8 +73,8 @@ def load_runs(runs: Path) -> list[dict]:
             "scale": float(swept.get("reward_scale", 1.0)),
             "final_score": summary["final_score"],
             "mean_last_3": float(np.mean(scores[-3:])),
-            "final_alpha": summary.get("final_alpha"),
-            "trajectory": [(m["step"], m["alpha"]) for m in metrics if "alpha" in m],
+            "final_alpha": summary["final_scale"] if learned_alpha else None,
+            "trajectory": scale_history(read_metrics(folder, summary.get("scale_name"))) if learned_alpha else [],
             "scores": summary["scores"],
         })
     return records
