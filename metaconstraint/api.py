@@ -7,7 +7,7 @@
 >>> experiment.history("scale")                # [(step, value), ...] of the first seed's learned scale
 
 Options are the flat keys of a run's ``config.toml`` (``steps``, ``seeds``, ``eval_every``,
-``outer_losses``, ``objective``, ``alpha_lr``, ...), validated exactly as on the command line.
+``outer_losses``, ``objective``, ``scale_lr``, ...), validated exactly as on the command line.
 ``member_sweep={"alpha": [0.3, 1, 2.5, 10]}`` trains those values beside the seeds as one computation
 (members = values x seeds, one run folder each, ``seed<K>-alpha=<value>``).
 """

@@ -256,10 +256,20 @@ def run(
         None, "--outer-loss", help="Outer loss (repeatable): l1, l2, l2-ema, l2-rel, l3, l3-rel, gain-rel or module:function, optionally =WEIGHT."
     ),
     objective: Optional[str] = typer.Option(
-        None, "--objective", help="Inner objective of aspc/aspc-iql: td3bc, awr or module:factory (docs/extending.md)."
+        None, "--objective",
+        help="Inner objective of the learned scale: td3bc, awr, wpc, a2pr, rebrac or module:factory. aspc with another "
+        "backbone's objective runs on that backbone (aspc --objective rebrac: aspc-rebrac; docs/results/aspc-backbones.md).",
     ),
-    alpha_lr_decay_steps: Optional[str] = typer.Option(
-        None, help="aspc/aspc-iql: iterations over which the learned scale's lr decays to 1% (default 1000000, the released code's schedule; 'run': --steps)."
+    scale_lr: Optional[float] = typer.Option(None, help="Learned scale (aspc, aspc-*): Adam learning rate of rho (default 0.002)."),
+    scale_interval: Optional[int] = typer.Option(
+        None, help="Learned scale: actor steps between its updates (default 10 on TD3 backbones, 20 on IQL)."
+    ),
+    scale_lr_decay_steps: Optional[str] = typer.Option(
+        None, "--scale-lr-decay-steps", "--alpha-lr-decay-steps",
+        help="Learned scale: iterations over which its lr decays (default 1000000, the released code's schedule; 'run': --steps).",
+    ),
+    scale_final_lr_fraction: Optional[float] = typer.Option(
+        None, help="Learned scale: the fraction of its lr left at the end of the decay (default 0.01)."
     ),
     logger: Optional[list[Tracker]] = typer.Option(
         None, "--logger", help="Also log to a tracker (repeatable): tensorboard, wandb (offline by default), mlflow (file store in the run folder)."
@@ -305,7 +315,10 @@ def run(
         "out": out,
         "outer_losses": outer_loss or None,
         "objective": objective,
-        "alpha_lr_decay_steps": alpha_lr_decay_steps,
+        "scale_lr": scale_lr,
+        "scale_interval": scale_interval,
+        "scale_lr_decay_steps": scale_lr_decay_steps,
+        "scale_final_lr_fraction": scale_final_lr_fraction,
         **tracker_values(logger, wandb_mode, wandb_project, mlflow_tracking_uri),
     }
     values.update({k: v for k, v in flags.items() if v is not None})

@@ -1,7 +1,7 @@
 """Run configuration: pydantic models, config files (TOML/YAML) and flag overrides.
 
 A config file is flat: run keys (``dataset``, ``steps``, ...) beside the algorithm's
-hyperparameters (``alpha_lr``, ``outer_losses``, ...). Flags override the file.
+hyperparameters (``scale_lr``, ``outer_losses``, ...). Flags override the file.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import tomli_w
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from metaconstraint.algorithms import ALGORITHMS, AlgorithmConfig
+from metaconstraint.algorithms import ALGORITHMS, AlgorithmConfig, adaptive_algorithm, config_keys
 from metaconstraint.suggest import unknown_name
 
 
@@ -180,8 +180,10 @@ def build_configs(values: dict[str, Any], source: str = "flags") -> tuple[RunCon
         raise ConfigError(f"invalid configuration ({source}): {', '.join(non_finite)}: values must be finite numbers.")
     if "algorithm" not in values:
         raise ConfigError("no algorithm given (e.g. `metaconstraint run aspc --dataset pen-human`).")
-    cls = algorithm_class(str(values["algorithm"]))
-    algorithm_keys = set(cls.Config.model_fields)
+    # aspc with another backbone's objective is that backbone's adaptive algorithm (aspc --objective rebrac: aspc-rebrac)
+    values = {**values, "algorithm": adaptive_algorithm(str(values["algorithm"]), values.get("objective"))}
+    cls = algorithm_class(values["algorithm"])
+    algorithm_keys = config_keys(cls.Config)
     unknown = sorted(set(values) - RUN_KEYS - algorithm_keys)
     if unknown:
         known = RUN_KEYS | algorithm_keys

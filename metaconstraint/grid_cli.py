@@ -140,8 +140,10 @@ def compare(
     outer_loss: Optional[list[str]] = typer.Option(
         None, "--outer-loss", help="ASPC outer loss (repeatable): l1, l2, l2-ema, l2-rel, l3, l3-rel or module:function[=WEIGHT]."
     ),
-    alpha_lr_decay_steps: Optional[str] = typer.Option(
-        None, help="aspc: iterations over which alpha's lr decays to 1% (default 1000000, the released code's schedule; 'run': --steps)."
+    scale_lr_decay_steps: Optional[str] = typer.Option(
+        None, "--scale-lr-decay-steps", "--alpha-lr-decay-steps",
+        help="Learned scales (aspc, aspc-iql, aspc-*): iterations over which the scale's lr decays to 1% (default 1000000, "
+        "the released code's schedule; 'run': --steps).",
     ),
     tag: Optional[str] = typer.Option(
         None, help="Run folders are seed<K>-<TAG>: tells apart runs whose config differs (reports label them 'algorithm (TAG)')."
@@ -184,7 +186,7 @@ def compare(
         "tag": tag,
         **tracker_values(logger, wandb_mode, wandb_project, mlflow_tracking_uri),
     }
-    algorithm_options = {"outer_losses": outer_loss or None, "alpha_lr_decay_steps": alpha_lr_decay_steps}
+    algorithm_options = {"outer_losses": outer_loss or None, "scale_lr_decay_steps": scale_lr_decay_steps}
     try:
         check_available(run_options.get("loggers"))
         for name in algorithms:
@@ -204,7 +206,7 @@ def compare(
     for flag, value in [
         ("--steps", steps), ("--eval-every", eval_every), ("--eval-episodes", eval_episodes),
         ("--final-eval-episodes", final_eval_episodes), ("--device", device),
-        ("--alpha-lr-decay-steps", alpha_lr_decay_steps), ("--tag", tag), ("--workers", workers), ("--out", out),
+        ("--scale-lr-decay-steps", scale_lr_decay_steps), ("--tag", tag), ("--workers", workers), ("--out", out),
     ]:
         if value is not None:
             command += [flag, str(value)]

@@ -10,10 +10,10 @@ A spec (validated by pydantic before anything runs)::
     steps = 20000
 
     [algorithms.aspc]              # fixed fields of one algorithm
-    alpha_lr_decay_steps = 1000000
+    scale_lr_decay_steps = 1000000
     [algorithms.aspc.sweep]        # field -> values; every combination is one setting
-    alpha_lr = [1e-4, 3e-4]
-    alpha_interval = [10, 20]
+    scale_lr = [1e-4, 3e-4]
+    scale_interval = [10, 20]
 
     [algorithms.td3bc.sweep]
     alpha = [2.5, 5.0]
@@ -21,7 +21,7 @@ A spec (validated by pydantic before anything runs)::
     [algorithms.bc]                # no sweep: one setting, the plain run folder seed<K>
 
 A setting's runs live in ``seed<K>-<tag>`` folders, its tag naming the swept values
-(``alpha_lr=0.0001+alpha_interval=10``); the report labels its column ``algorithm (tag)``.
+(``scale_lr=0.0001+scale_interval=10``); the report labels its column ``algorithm (tag)``.
 
 Runs that differ only in their seed and in a scalar their algorithm can vary per member (td3bc's
 ``alpha`` above; :mod:`metaconstraint.members`) are packed into one vectorised job each
@@ -132,6 +132,7 @@ class SweepPlan:
 
 def parse_sweep(data: dict[str, Any], source: str = "sweep spec") -> SweepPlan:
     """Validate a spec's data (without training, without opening datasets) into a plan."""
+    from metaconstraint.algorithms import config_keys
     from metaconstraint.config import RUN_KEYS, algorithm_class
 
     if isinstance(data.get("algorithms"), dict):  # YAML's `bc:` with nothing below it
@@ -151,7 +152,7 @@ def parse_sweep(data: dict[str, Any], source: str = "sweep spec") -> SweepPlan:
     settings: list[Setting] = []
     for name, entry in spec.algorithms.items():
         try:
-            accepted = set(algorithm_class(name).Config.model_fields) | RUN_KEYS
+            accepted = config_keys(algorithm_class(name).Config) | RUN_KEYS
         except ConfigError as error:
             problems.append(f"algorithms.{name}: {error}")
             continue

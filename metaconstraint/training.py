@@ -367,7 +367,7 @@ class Trainer:
         )
         advice = (
             "Resuming would repeat the same steps: lower the learning rates (critic_lr, actor_lr and the "
-            "scale's, e.g. alpha_lr) or change the seed, and start a new run."
+            "scale's, scale_lr) or change the seed, and start a new run."
         )
         seeds = list(self.seeds) if hit is None else [self.seeds[k] for k in hit]
         return TrainingDiverged(f"training diverged: {what}. {kept} {advice}", quantity, step, seeds)

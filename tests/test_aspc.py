@@ -55,8 +55,8 @@ def test_alpha_near_zero_gives_a_pure_behaviour_cloning_update(pen_trainer, meta
     batch = sampler.sample()
     before = {k: v.clone() for k, v in state["actor"].items()}
     opt_before = {k: (v if isinstance(v, int) else {n: t.clone() for n, t in v.items()}) for k, v in state["actor_opt"].items()}
-    iteration = algorithm.meta_interval if meta_iteration else 2
-    algorithm.update_actor(state, batch, iteration)
+    iteration = algorithm.scale.meta_interval if meta_iteration else 2
+    algorithm.update_actor(state, batch, algorithm.frozen_inputs(state), iteration)
     expected = bc_adam_step(  # copies: the real Adam step updates its inputs in place
         algorithm.actor,
         {k: v[0].clone() for k, v in before.items()},
@@ -101,7 +101,7 @@ def test_td3bc_alpha_stays_fixed(tmp_path, pen_trainer):
     with torch.no_grad():
         expected = td3bc_actor_loss(algorithm, state, batch, 2.5)
         assert (expected - td3bc_actor_loss(algorithm, state, batch, 2.4)).abs() > 1e-3  # alpha matters here
-    metrics = algorithm.update_actor(state, batch, 42)
+    metrics = algorithm.update_actor(state, batch, algorithm.frozen_inputs(state), 42)
     torch.testing.assert_close(metrics["actor_loss"][0], expected, rtol=1e-5, atol=1e-6)
     summary = short_run(tmp_path, algorithm="td3bc", steps=20, eval_every=20, eval_episodes=1).fit()[0]
     assert "final_scale" not in summary and summary["meta_parameters"] == {}
@@ -113,7 +113,7 @@ def test_alpha_decay_horizon_is_the_released_codes_million_iterations_whatever_t
     (alpha,) = algorithm.problem.meta_parameters.parameters.values()
     assert alpha.decay_updates == 1_000_000 // 20
     assert alpha.lr_at(alpha.decay_updates) == pytest.approx(2e-5)
-    tied = ASPC(ASPCConfig(alpha_lr_decay_steps="run"), spec, 1, torch.device("cpu"))
+    tied = ASPC(ASPCConfig(scale_lr_decay_steps="run"), spec, 1, torch.device("cpu"))
     assert next(iter(tied.problem.meta_parameters.parameters.values())).decay_updates == 30_000 // 20
     state = algorithm.init_state([0])
     assert MetaParameters.values(state["meta"]["raw"])["alpha"].item() == pytest.approx(2.5)
@@ -123,13 +123,13 @@ def test_alpha_decay_horizon_is_the_released_codes_million_iterations_whatever_t
 def test_stacked_seeds_equal_separate_runs(tmp_path, pen_trainer):
     spec = ProblemSpec(pen_trainer.info.observation_dim, pen_trainer.info.action_dim, 1.0, 1000)
     device = torch.device("cpu")
-    stacked = ASPC(ASPCConfig(alpha_interval=2), spec, 2, device)
+    stacked = ASPC(ASPCConfig(scale_interval=2), spec, 2, device)
     state = stacked.init_state([3, 4])
     sampler = MemberSampler(pen_trainer.buffer, 64, [3, 4])
     for iteration in range(1, 13):
         state, _ = stacked.update(state, sampler, iteration)
     for k, seed in enumerate([3, 4]):
-        single = ASPC(ASPCConfig(alpha_interval=2), spec, 1, device)
+        single = ASPC(ASPCConfig(scale_interval=2), spec, 1, device)
         own = single.init_state([seed])
         own_sampler = MemberSampler(pen_trainer.buffer, 64, [seed])
         for iteration in range(1, 13):

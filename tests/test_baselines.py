@@ -9,9 +9,10 @@ import torch
 from typer.testing import CliRunner
 
 from metaconstraint.algorithms import A2PR, BC, ProblemSpec, TD3BC, WPC, A2PRConfig, BCConfig, ReBRAC, ReBRACConfig, TD3BCConfig, WPCConfig
-from metaconstraint.algorithms.a2pr import a2pr_bc_target, vae_loss
+from metaconstraint.algorithms.a2pr import vae_loss
 from metaconstraint.algorithms.bc import bc_loss
-from metaconstraint.algorithms.wpc import wpc_weights
+from metaconstraint.objectives.a2pr import a2pr_bc_target
+from metaconstraint.objectives.wpc import wpc_weights
 from metaconstraint.cli import app
 from metaconstraint.config import build_configs
 from metaconstraint.engine import member
@@ -87,7 +88,7 @@ def test_wpc_value_regresses_onto_the_critic_target():
     batch = hand_batch()
     bootstrap = {"target": torch.full((1, B), 4.0), "next_actions": batch["next_actions"]}
     for _ in range(150):
-        metrics = algorithm.update_auxiliary(state, batch, bootstrap)
+        metrics = algorithm.update_value(state, batch, bootstrap)
     values = algorithm.value.apply(member(state["value"], 0), batch["observations"][0])
     torch.testing.assert_close(values, torch.full((B,), 4.0), atol=0.05, rtol=0)
     assert metrics["value_loss"].item() < 1e-2
@@ -149,7 +150,7 @@ def test_a2pr_vae_fits_only_the_gated_actions_and_value_takes_the_smaller_target
     g = torch.Generator().manual_seed(2)
     for value in state["critic"].values():  # the online critic moves away from its target copy
         value.add_(0.1 * torch.randn(value.shape, generator=g))
-    bootstrap = algorithm.bootstrap(state, batch, torch.zeros(1, B, ACT))
+    bootstrap = algorithm.td3.bootstrap(state, batch, torch.zeros(1, B, ACT))
     one = member(batch, 0)
     online = algorithm.critic.apply(member(state["critic"], 0), one["next_observations"], bootstrap["next_actions"][0]).min(0).values
     online_target = one["rewards"] + 0.99 * (1 - one["terminals"]) * online
@@ -167,7 +168,7 @@ def test_rebrac_critic_target_subtracts_the_next_action_bc_penalty():
     state = algorithm.init_state([0])
     batch = hand_batch()
     noise = torch.randn(1, B, ACT, generator=torch.Generator().manual_seed(1))
-    bootstrap = algorithm.bootstrap(state, batch, noise)
+    bootstrap = algorithm.td3.bootstrap(state, batch, noise)
     one = member(batch, 0)
     smoothing = (noise[0] * 0.2).clamp(-0.5, 0.5)
     next_actions = (algorithm.actor.apply(member(state["target_actor"], 0), one["next_observations"]) + smoothing).clamp(-1, 1)
@@ -188,7 +189,7 @@ def test_rebrac_actor_loss_has_the_bc_term_and_the_normalised_min_q():
     pi = algorithm.actor.apply(params, one["observations"])
     q = algorithm.critic.apply(critic, one["observations"], pi).min(0).values
     expected = (0.3 * ((pi - one["actions"]) ** 2).sum(-1) - q / q.abs().mean()).mean()
-    meta = {k: v[0] for k, v in algorithm.scale_values(state).items()}
+    meta = {k: v[0] for k, v in algorithm.scale.values(state).items()}
     torch.testing.assert_close(algorithm.objective.inner(params, meta, one, {"critic": critic}), expected)
 
 

@@ -86,7 +86,7 @@ def test_flags_override_the_config_file(tmp_path):
     assert result.exit_code == 0, result.output
     folder = tmp_path / "aspc" / "dapg__pen__expert-v0" / "seed0"
     assert json.loads((folder / "summary.json").read_text())["steps"] == 20
-    assert "alpha_lr = 0.01" in (folder / "config.toml").read_text()
+    assert "scale_lr = 0.01" in (folder / "config.toml").read_text()  # the old name read, the new one written
 
 
 @pytest.mark.parametrize(

@@ -76,18 +76,19 @@ def test_the_compiled_path_creates_no_cpu_tensor_and_never_syncs(name):
 
 def test_the_meta_device_catches_a_cpu_tensor_and_a_sync():
     """The check above can fail: a CPU tensor or a host sync in the update raises on meta."""
-    from metaconstraint.algorithms.td3bc import TD3BC
+    from metaconstraint.algorithms.adaptive import FixedScale
+    from metaconstraint.algorithms.td3 import TD3Backbone
 
-    with patch.object(TD3BC, "scale_values", lambda self, state: {"alpha": torch.full((self.num_members,), 2.5)}):
+    with patch.object(FixedScale, "values", lambda self, state: {self.name: torch.full(self.read().shape, 2.5)}):
         with pytest.raises(RuntimeError, match="device"):
             run_on_meta("td3bc", iterations=2)
-    sync = TD3BC.update_targets
+    sync = TD3Backbone.update_targets
 
     def syncing(self, state):
         float(state["actor"]["w0"].sum())
         return sync(self, state)
 
-    with patch.object(TD3BC, "update_targets", syncing):
+    with patch.object(TD3Backbone, "update_targets", syncing):
         with pytest.raises((RuntimeError, NotImplementedError)):
             run_on_meta("td3bc", iterations=2)
 

@@ -50,7 +50,7 @@ def test_algorithm_pages_show_every_registered_algorithm_with_its_code_defaults(
                 assert f"<code>{default!r}</code>" == row[1].strip(), (name, key, row[1])
         assert 'class="arithmatex"' in page, f"{name}: its docstring's equations are missing"
     aspc = (site / "algorithms" / "aspc" / "index.html").read_text()
-    assert "alpha_lr_decay_steps" in aspc and "<code>0.002</code>" in aspc
+    assert "scale_lr_decay_steps" in aspc and "<code>0.002</code>" in aspc
 
 
 def test_cli_reference_lists_every_command_and_option(site):

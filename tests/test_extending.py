@@ -55,7 +55,7 @@ def test_user_losses_get_the_same_context_and_its_quantities_are_computed_once()
 def test_objectives_by_name_and_import_path():
     assert resolve_objective("td3bc") is TD3BCObjective
     assert resolve_objective("metaconstraint.objectives.td3bc:TD3BCObjective") is TD3BCObjective
-    algorithm = ASPC(ASPCConfig(objective="metaconstraint.algorithms.rebrac:ReBRACObjective"), SPEC, 1, CPU)
+    algorithm = ASPC(ASPCConfig(objective="metaconstraint.objectives.rebrac:ReBRACObjective"), SPEC, 1, CPU)
     assert algorithm.objective.scale_name == "beta"  # the meta-parameter is named by the objective
     assert list(MetaParameters.values(algorithm.init_state([0])["meta"]["raw"])) == ["beta"]
     for spec, message in (
@@ -72,12 +72,35 @@ def test_objectives_by_name_and_import_path():
         build_configs({"algorithm": "aspc", "dataset": "x", "objective": "awx"})
 
 
+@pytest.mark.parametrize("objective,algorithm,scale", [
+    ("td3bc", "aspc", "alpha"), ("awr", "aspc-iql", "beta"), ("wpc", "aspc-wpc", "alpha"),
+    ("a2pr", "aspc-a2pr", "alpha"), ("rebrac", "aspc-rebrac", "beta"),
+])
+def test_aspc_takes_every_registered_objective_on_the_backbone_it_names(objective, algorithm, scale):
+    """aspc --objective X runs X's backbone with the learned scale; the scale starts at the backbone's own value."""
+    run, config = build_configs({"algorithm": "aspc", "dataset": "dapg/pen/expert-v0", "objective": objective})
+    assert run.algorithm == algorithm and config.objective == objective
+    built = ALGORITHMS[algorithm](config, ProblemSpec(5, 2, 1.0, 100), 1, torch.device("cpu"))
+    assert built.scale.learned and built.scale.name == scale
+    assert list(built.meta_parameters(built.init_state([0]))) == [scale]
+
+
+def test_old_config_names_of_the_learned_scale_still_read():
+    _, aspc = build_configs({"algorithm": "aspc", "dataset": "x", "alpha_lr": 0.01, "alpha_interval": 3,
+                             "alpha_lr_decay_steps": "run", "alpha_final_lr_fraction": 0.1})
+    _, iql = build_configs({"algorithm": "aspc-iql", "dataset": "x", "beta_lr": 0.01, "beta_interval": 3,
+                            "beta_lr_decay_steps": "run", "beta_final_lr_fraction": 0.1})
+    for config in (aspc, iql):
+        assert (config.scale_lr, config.scale_interval, config.scale_lr_decay_steps, config.scale_final_lr_fraction) == (0.01, 3, "run", 0.1)
+        assert "scale_lr" in config.model_dump() and "alpha_lr" not in config.model_dump()  # written under the new names
+
+
 def test_an_algorithm_is_a_configuration():
     try:
         cls = define_algorithm("aspc-l1-test", "aspc", outer_losses=["l1"], alpha=1.0)
         assert ALGORITHMS["aspc-l1-test"] is cls and issubclass(cls, ASPC)
         _, config = build_configs({"algorithm": "aspc-l1-test", "dataset": "x"})
-        assert (config.outer_losses, config.alpha, config.alpha_lr) == (["l1"], 1.0, 2e-3)
+        assert (config.outer_losses, config.alpha, config.scale_lr) == (["l1"], 1.0, 2e-3)
         _, config = build_configs({"algorithm": "aspc-l1-test", "dataset": "x", "alpha": 4.0})
         assert config.alpha == 4.0  # a run's keys override the definition's defaults
         with pytest.raises(ValueError):
@@ -90,10 +113,11 @@ def test_an_algorithm_is_a_configuration():
 @pytest.mark.parametrize("args,message", [
     (["--objective", "nope_module:Objective"], "cannot import module 'nope_module'"),
     (["--outer-loss", "l1", "--outer-loss", "nope_module:loss"], "cannot import module 'nope_module'"),
-    (["--objective", "awr"], "the awr objective needs a stochastic actor"),  # aspc's actor is deterministic
+    (["--objective", "rebrac"], "objective 'rebrac' needs the rebrac backbone"),  # aspc-iql runs IQL's
 ])
 def test_cli_rejects_bad_user_code_paths_with_a_message(tmp_path, args, message):
-    result = CliRunner().invoke(app, ["run", "aspc", "--dataset", "dapg/pen/expert-v0", "--steps", "10", *args, "--out", str(tmp_path)],
+    algorithm = "aspc-iql" if "rebrac" in args else "aspc"
+    result = CliRunner().invoke(app, ["run", algorithm, "--dataset", "dapg/pen/expert-v0", "--steps", "10", *args, "--out", str(tmp_path)],
                                 env={"METACONSTRAINT_OFFLINE": "1"})
     assert result.exit_code == 2 and message in " ".join(result.output.split())
     assert "Traceback" not in result.output

@@ -188,7 +188,7 @@ def test_beta_near_zero_gives_a_plain_likelihood_step(pen, meta_iteration):
     advantages = torch.randn(1, 256) * 3  # large advantages: with beta > 0 the weights would differ a lot
     before = clone(state["actor"])
     opt_before = {k: (v if isinstance(v, int) else clone(v)) for k, v in state["actor_opt"].items()}
-    iteration = algorithm.config.beta_interval if meta_iteration else 3
+    iteration = algorithm.config.scale_interval if meta_iteration else 3
     algorithm.update_actor(state, batch, {"critic": state["critic"], "advantages": advantages}, iteration)
     expected = likelihood_step(
         algorithm.actor, member(before, 0, copy=True), member(opt_before, 0, copy=True),
@@ -200,7 +200,7 @@ def test_beta_near_zero_gives_a_plain_likelihood_step(pen, meta_iteration):
 
 
 @pytest.mark.parametrize("cls,config", [
-    (IQL, IQLConfig(actor_dropout=0.1)), (ASPCIQL, ASPCIQLConfig(beta_interval=2, actor_dropout=0.1)),
+    (IQL, IQLConfig(actor_dropout=0.1)), (ASPCIQL, ASPCIQLConfig(scale_interval=2, actor_dropout=0.1)),
 ], ids=["iql", "aspc-iql"])
 def test_stacked_seeds_equal_separate_runs(pen, cls, config):
     buffer, spec = pen
@@ -215,7 +215,7 @@ def test_stacked_seeds_equal_separate_runs(pen, cls, config):
 
 def test_iql_beta_is_fixed_and_aspc_iql_beta_moves(tmp_path):
     values = {"dataset": PEN, "steps": 100, "eval_every": 100, "eval_episodes": 2, "log_every": 20, "out": tmp_path}
-    run, config = build_configs({**values, "algorithm": "aspc-iql", "beta_lr_decay_steps": 1_000_000})
+    run, config = build_configs({**values, "algorithm": "aspc-iql", "scale_lr_decay_steps": 1_000_000})
     trainer = Trainer(run, config)
     summary = trainer.fit()[0]
     betas = [row["scale/beta"] for row in MetricsLog.read(trainer.directories[0])]
@@ -274,7 +274,7 @@ def test_aspc_iql_resumes_bit_for_bit_with_dropout_and_meta_state(tmp_path):
     from metaconstraint.runs import checkpoint_paths
 
     values = {"algorithm": "aspc-iql", "dataset": PEN, "steps": 24, "eval_every": 24, "eval_episodes": 1, "log_every": 6,
-              "checkpoint_every": 12, "actor_dropout": 0.1, "beta_interval": 4,
+              "checkpoint_every": 12, "actor_dropout": 0.1, "scale_interval": 4,
               "actor_lr_schedule": "cosine"}
     finals = []
     for name in ("straight", "resumed"):

@@ -45,7 +45,7 @@ def warmed_up():
         }
 
     for iteration in range(2, 18, 2):
-        algorithm.update_actor(state, batch(), iteration)
+        algorithm.update_actor(state, batch(), algorithm.frozen_inputs(state), iteration)
     return spec, state, batch()
 
 

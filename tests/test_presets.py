@@ -41,7 +41,7 @@ def test_rebrac_auto_takes_corls_adroit_config_per_dataset(dataset, coefficients
     assert (config.batch_size, config.actor_lr, config.critic_lr) == (256, 3e-4, 3e-4)
     assert (config.actor_bc_coef, config.critic_bc_coef) == coefficients
     algorithm = ReBRAC(config, SPEC, 1, CPU)
-    assert algorithm.batch_size == 256 and algorithm.scale_values({})["beta"].item() == pytest.approx(coefficients[0])
+    assert algorithm.batch_size == 256 and algorithm.scale.values({})["beta"].item() == pytest.approx(coefficients[0])
 
 
 def test_rebrac_locomotion_setting_elsewhere_or_by_name_and_given_keys_win():

@@ -87,7 +87,7 @@ def test_mlflow_file_store_holds_params_metrics_and_summary(logged_run, monkeypa
     (run,) = client.search_runs([experiment.experiment_id])
     assert run.info.run_id == json.loads((run_dir / "tracker-mlflow.json").read_text())["run_id"]
     assert run.info.status == "FINISHED" and run.info.run_name == f"aspc {DOOR} seed0"
-    assert run.data.params["alpha_lr"] == str(config["alpha_lr"]) and run.data.params["steps"] == "60"
+    assert run.data.params["scale_lr"] == str(config["scale_lr"]) and run.data.params["steps"] == "60"
     assert json.loads(run.data.params["outer_losses"]) == config["outer_losses"]
     assert set(config) == set(run.data.params)
     logged = {m for m in run.data.metrics if not m.startswith("summary/")}

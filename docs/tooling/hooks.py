@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import importlib.util
+import inspect
 import sys
 import typing
 from pathlib import Path
@@ -115,10 +116,20 @@ def fields_table(model) -> str:
 
 
 # ----------------------------------------------------------------------------- generated pages
+def variant_of_a_registered_algorithm(cls) -> bool:
+    """Whether ``cls`` is registered beside the algorithm it varies, in the same module (``aspc-wpc`` in wpc.py)."""
+    return bool(cls.__dict__.get("__doc__")) and any(
+        other is not cls and other.__module__ == cls.__module__ and issubclass(cls, other)
+        for other in registered_algorithms().values()
+    )
+
+
 def algorithm_page(name: str, cls) -> str:
     module = sys.modules[cls.__module__]
     doc = rst_to_markdown((module.__doc__ or name).strip())
     title, _, body = doc.partition("\n")
+    if variant_of_a_registered_algorithm(cls):  # e.g. aspc-rebrac beside rebrac: its own title, the module's text below
+        title, body = f"{name}: {cls.__doc__.strip().splitlines()[0]}", f"{rst_to_markdown(inspect.cleandoc(cls.__doc__))}\n\n{title}\n{body}"
     config = cls.Config
     return "\n".join(
         [
@@ -141,17 +152,27 @@ def algorithm_page(name: str, cls) -> str:
             f"metaconstraint run {name} --dataset builtin/pendulum/medium-v0 --steps 3000   # offline, built-in data",
             "```",
             "",
-            "## API",
-            "",
-            f"::: {cls.__module__}",
-            "    options:",
-            "      show_root_heading: false",
-            "      show_root_toc_entry: false",
-            "      show_docstring_description: false",
-            "      heading_level: 3",
-            "",
+            *api_section(name, cls),
         ]
     )
+
+
+def api_section(name: str, cls) -> list[str]:
+    """The module's API, on one page only: a variant (``aspc-rebrac``) points to its module's page."""
+    if variant_of_a_registered_algorithm(cls):
+        base = next(other for other in cls.__mro__[1:] if getattr(other, "name", None) in registered_algorithms())
+        return ["## API", "", f"The classes are on [{base.name}'s page]({base.name}.md#api).", ""]
+    return [
+        "## API",
+        "",
+        f"::: {cls.__module__}",
+        "    options:",
+        "      show_root_heading: false",
+        "      show_root_toc_entry: false",
+        "      show_docstring_description: false",
+        "      heading_level: 3",
+        "",
+    ]
 
 
 def configuration_page() -> str:

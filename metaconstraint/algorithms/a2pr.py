@@ -9,18 +9,11 @@ TD3+BC backbone with the classic twin critic, plus, every iteration after the cr
   the dataset actions the critic rates above the state's value:
   :math:`L_{VAE} = \frac{1}{BA}\sum_i \beta_{vae}\mathbb 1[Q_1(s_i,a_i) > V(s_i)]\lVert u_i - a_i\rVert^2 + \tfrac12 KL`.
 
-Every ``policy_freq`` iterations the actor minimises
-
-.. math::
-    -\frac{\alpha}{\mathrm{sg}\,\overline{|Q_1(s,\pi)|}}\,\overline{Q_1(s,\pi)}
-    + \frac{1}{BA}\sum_i m_i \lVert \pi(s_i) - \hat a_i\rVert^2,\qquad
-    r_i = \mathrm{VAE}(s_i, \pi(s_i)),
-
-    \hat a_i = r_i \text{ if } Q_1(s_i,r_i) - V(s_i) \ge Q_1(s_i,a_i) - V(s_i) \text{ else } a_i,\qquad
-    m_i = \mathrm{mask}\,\big(\mathbb 1[Q_1(s_i,r_i) \ge V(s_i)] + \mathbb 1[Q_1(s_i,a_i) > V(s_i)]\big).
-
-As in the released code, the gradient of the BC term also flows through :math:`r_i = \mathrm{VAE}(s_i,
-\pi(s_i))` (the VAE itself is not updated by the actor step).
+Every ``policy_freq`` iterations the actor step on the A2PR objective
+(:mod:`metaconstraint.objectives.a2pr`: TD3+BC whose BC target is the better, by the critic's
+advantage, of the dataset action and the VAE's reconstruction of the policy's action), then the
+target updates. The VAE is not updated by the actor step. With an adaptive config
+(``aspc --objective a2pr``, the algorithm ``aspc-a2pr``) alpha is learned.
 
 Networks (``preset``, one setting for every dataset): ``public-code`` (the default) is the released
 code's, a 4 x 256 twin critic and value net and a 3 x 256 actor (ReLU, no LayerNorm);
@@ -31,18 +24,20 @@ presets existed (its runs carry no ``preset`` key and the report labels them pla
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Literal
 
 import torch
 from pydantic import Field
 from torch import Tensor
 
-from metaconstraint.algorithms.base import register_algorithm
+from metaconstraint.algorithms.adaptive import AdaptiveScaleConfig, actor_problem, make_scale
+from metaconstraint.algorithms.base import Algorithm, register_algorithm
 from metaconstraint.algorithms.presets import Preset, PresetConfig
-from metaconstraint.algorithms.td3bc import TD3BC, TD3BCConfig, gradient_step
+from metaconstraint.algorithms.td3 import TD3Backbone, TD3Phases, critic_shape, gradient_step
+from metaconstraint.algorithms.td3bc import TD3BCConfig
 from metaconstraint.algorithms.wpc import value_regression_loss
 from metaconstraint.engine import adam
+from metaconstraint.objectives import build_objective
 from metaconstraint.rl.networks import Network, init_members, mlp, q1, value_network
 
 
@@ -83,54 +78,6 @@ def vae_loss(reconstruction: Tensor, mean: Tensor, log_std: Tensor, actions: Ten
     return reconstruction_loss + 0.5 * kl
 
 
-# ----------------------------------------------------------------------------- the actor objective
-def a2pr_bc_target(
-    reconstructed: Tensor, dataset_actions: Tensor, q_reconstructed: Tensor, q_data: Tensor, values: Tensor, mask: float
-) -> tuple[Tensor, Tensor]:
-    """The BC target ``(B, A)`` and its weight ``(B,)``.
-
-    ``target = r`` where ``Q1(s, r) - V(s) >= Q1(s, a) - V(s)``, else ``a``;
-    ``weight = mask * (1[Q1(s, r) >= V(s)] + 1[Q1(s, a) > V(s)])`` (0, mask or 2 mask).
-    """
-    use_reconstruction = (q_reconstructed - values) >= (q_data - values)
-    target = torch.where(use_reconstruction.unsqueeze(-1), reconstructed, dataset_actions)
-    weights = mask * ((q_reconstructed >= values).to(values.dtype) + (q_data > values).to(values.dtype))
-    return target, weights
-
-
-@dataclass(frozen=True)
-class A2PRObjective:
-    """A2PR's actor loss; ``frozen`` holds critic, value and VAE, ``batch["vae_noise"]`` the latent draw ``(B, L)``."""
-
-    actor: Network
-    critic: Network
-    value: Network
-    vae: Network
-    mask: float
-    scale_name: str = "alpha"
-
-    def loss(self, alpha, frozen, batch, policy_actions, q_policy) -> Tensor:
-        states, actions = batch["observations"], batch["actions"]
-        reconstructed, _, _ = self.vae.apply(frozen["vae"], states, policy_actions, batch["vae_noise"])
-        with torch.no_grad():
-            values = self.value.apply(frozen["value"], states)
-            q_data = q1(self.critic, frozen["critic"], states, actions)
-            q_reconstructed = q1(self.critic, frozen["critic"], states, reconstructed)
-        target, weights = a2pr_bc_target(reconstructed, actions, q_reconstructed, q_data, values, self.mask)
-        lam = alpha / q_policy.abs().mean().detach()
-        return -lam * q_policy.mean() + (weights.unsqueeze(-1) * (policy_actions - target).pow(2)).mean()
-
-    def inner(self, params, meta, batch, frozen) -> Tensor:
-        policy_actions = self.actor.apply(params, batch["observations"])
-        q_policy = q1(self.critic, frozen["critic"], batch["observations"], policy_actions)
-        return self.loss(meta[self.scale_name], frozen, batch, policy_actions, q_policy)
-
-    def at_updated(self, context) -> Tensor:
-        return self.loss(
-            context.meta[self.scale_name], context.frozen, context.batch, context.updated_policy_actions, context.q_updated
-        )
-
-
 # ----------------------------------------------------------------------------- the algorithm
 A2PR_PRESETS = {
     "public-code": Preset(
@@ -165,41 +112,76 @@ class A2PRConfig(PresetConfig, TD3BCConfig):
 
 
 @register_algorithm
-class A2PR(TD3BC):
+class A2PR(Algorithm):
     name = "a2pr"
     Config = A2PRConfig
+    member_fields = ("alpha",)
 
     def __init__(self, config, spec, num_members, device):
+        super().__init__(config, spec, num_members, device)
+        self.td3 = TD3Backbone(
+            config, spec, num_members, actor_hidden=config.actor_hidden,
+            critic_shape=critic_shape(config, classic_hidden=config.critic_hidden),
+        )
+        self.actor, self.critic = self.td3.actor, self.td3.critic
         self.value = value_network(spec.observation_dim, config.value_hidden)
         self.vae = vae_network(spec.observation_dim, spec.action_dim, spec.max_action, config.vae_hidden)
         self.latent_dim = 2 * spec.action_dim
-        super().__init__(config, spec, num_members, device)
         self.value_optimizer = adam(config.value_lr)
         self.vae_optimizer = adam(config.vae_lr)
-
-    def _actor_shape(self):
-        return {"hidden": self.config.actor_hidden}
-
-    def _critic_shape(self):
-        if self.config.critic == "classic":
-            return {"hidden": self.config.critic_hidden, "robust": False}
-        return super()._critic_shape()
-
-    def build_objective(self):
-        return A2PRObjective(self.actor, self.critic, self.value, self.vae, self.config.mask)
+        self.objective = build_objective(
+            getattr(config, "objective", "a2pr"), "a2pr", self.actor, self.critic, value=self.value, vae=self.vae,
+            mask=config.mask,
+        )
+        self.scale = make_scale(self, config, self.objective, init_field="alpha", actor_interval=config.policy_freq)
+        self.problem = actor_problem(self.objective, self.td3.actor_optimizer, self.actor, self.critic, num_members, self.scale)
+        self.phases = TD3Phases(self.scale, self.critic_phase, self.actor_phase, self.meta_phase)
 
     def init_state(self, seeds):
-        state = super().init_state(seeds)
+        state = self.td3.init_state(seeds, self.device)
+        state["meta"] = self.problem.meta_parameters.init(
+            self.num_members, self.device, initial=self.scale.initial_values(self.member_values)
+        )
+        state["outer"] = self.problem.init_outer_state(self.device)
         state["value"] = init_members(self.value, seeds, self.device, salt=3)
         state["value_opt"] = self.value_optimizer.init(state["value"])
         state["vae"] = init_members(self.vae, seeds, self.device, salt=4)
         state["vae_opt"] = self.vae_optimizer.init(state["vae"])
         return state
 
-    def frozen_inputs(self, state):
-        return {"critic": state["critic"], "value": state["value"], "vae": state["vae"]}
+    def update(self, state, sampler, iteration):
+        batch = sampler.sample()
+        noise = sampler.normal(*batch["actions"].shape[1:])
+        batch.update(self.draw_vae_noise(sampler, batch))
+        metrics = self.phases.critic(state, batch, noise)
+        if iteration % self.config.policy_freq == 0:
+            metrics.update(self.phases.actor(state, batch, iteration))
+        return state, metrics
+
+    def draw_vae_noise(self, sampler, batch):
+        """The VAE's latent draws ``(M, B, L)``, made before the iteration's computation (so that it
+        is one compilable function of its inputs): one for its training step, one for the actor's
+        reconstruction ``VAE(s, pi(s))``; both travel with the batch."""
+        batch_size = batch["actions"].shape[1]
+        return {"vae_train_noise": sampler.normal(batch_size, self.latent_dim), "vae_noise": sampler.normal(batch_size, self.latent_dim)}
+
+    def critic_phase(self, state, batch, noise):
+        """Target bootstrap, the critic step, then V's and the VAE's steps."""
+        bootstrap = self.td3.bootstrap(state, batch, noise)
+        metrics = self.td3.critic_step(state, batch, bootstrap["target"])
+        state["value"], state["value_opt"], value_loss, v_mean = gradient_step(
+            self._member_value_loss, self.value_optimizer, state["value"], state["value_opt"],
+            state["critic"], batch, bootstrap, num_members=self.num_members,
+        )
+        state["vae"], state["vae_opt"], loss, gated = gradient_step(
+            self._member_vae_loss, self.vae_optimizer, state["vae"], state["vae_opt"],
+            state["critic"], state["value"], batch, batch["vae_train_noise"], num_members=self.num_members,
+        )
+        metrics.update(value_loss=value_loss, v_mean=v_mean, vae_loss=loss, positive_advantage=gated)
+        return metrics
 
     def _member_value_loss(self, params, critic_params, batch, bootstrap):
+        """V onto ``min(y, r + gamma (1 - d) min_j Q_j(s', a~'))`` (online critic at the same next action)."""
         with torch.no_grad():
             online = self.critic.apply(critic_params, batch["next_observations"], bootstrap["next_actions"]).min(dim=-2).values
             online_target = batch["rewards"] + self.config.discount * (1.0 - batch["terminals"]) * online
@@ -214,19 +196,41 @@ class A2PR(TD3BC):
         loss = vae_loss(reconstruction, mean, log_std, actions, self.config.vae_weight * gate.to(actions.dtype))
         return loss, gate.to(actions.dtype).mean()
 
-    def draw_noise(self, sampler, batch):
-        """The VAE's latent draws ``(M, B, L)``: one for its training step, one for the actor's
-        reconstruction ``VAE(s, pi(s))``, which travels with the batch."""
-        batch_size = batch["actions"].shape[1]
-        return {"vae_train_noise": sampler.normal(batch_size, self.latent_dim), "vae_noise": sampler.normal(batch_size, self.latent_dim)}
+    def actor_phase(self, state, batch):
+        """The first-order actor step at the scale's current value, and the target updates."""
+        metrics = self.scale.actor_step(self.problem, state, batch, self.frozen_inputs(state), None)
+        self.td3.update_targets(state)
+        return metrics
 
-    def update_auxiliary(self, state, batch, bootstrap):
-        state["value"], state["value_opt"], value_loss, v_mean = gradient_step(
-            self._member_value_loss, self.value_optimizer, state["value"], state["value_opt"],
-            state["critic"], batch, bootstrap, num_members=self.num_members,
-        )
-        state["vae"], state["vae_opt"], loss, gated = gradient_step(
-            self._member_vae_loss, self.vae_optimizer, state["vae"], state["vae_opt"],
-            state["critic"], state["value"], batch, batch["vae_train_noise"], num_members=self.num_members,
-        )
-        return {"value_loss": value_loss, "v_mean": v_mean, "vae_loss": loss, "positive_advantage": gated}
+    def meta_phase(self, state, batch):
+        """A meta-iteration's actor phase as one compilable graph (alpha learned: ``aspc-a2pr``)."""
+        metrics = self.scale.meta_step(self.problem, state, batch, self.frozen_inputs(state))
+        self.td3.update_targets(state)
+        return metrics
+
+    def frozen_inputs(self, state):
+        return {"critic": state["critic"], "value": state["value"], "vae": state["vae"]}
+
+    def update_actor(self, state, batch, frozen, iteration):
+        return self.scale.actor_step(self.problem, state, batch, frozen, iteration)
+
+    def compile(self):
+        return self.phases.compile()
+
+    @torch.no_grad()
+    def act(self, state, observations):
+        return self.actor.apply(state["actor"], observations)
+
+
+class ASPCA2PRConfig(AdaptiveScaleConfig, A2PRConfig):
+    BACKBONE = "a2pr"
+    alpha: float = Field(2.5, gt=0, description="Initial value of the learned alpha.")
+    objective: str = Field("a2pr", description="Inner objective on the A2PR backbone.")
+
+
+@register_algorithm
+class ASPCA2PR(A2PR):
+    """A2PR with an adaptive config: the same update, alpha learned (``aspc --objective a2pr``)."""
+
+    name = "aspc-a2pr"
+    Config = ASPCA2PRConfig

@@ -1,72 +1,56 @@
 r"""ASPC: Adaptive Scaling of Policy Constraints (arXiv 2508.19900).
 
-TD3+BC whose Q-term scale :math:`\alpha = \mathrm{softplus}(\rho)` is learned by a meta-gradient.
-Every ``policy_freq * alpha_interval`` iterations (2 x 10 = 20) the actor step is taken as a
-*virtual* step :math:`\tilde\theta(\alpha)` with the actor's own Adam, and
+TD3+BC (:mod:`metaconstraint.algorithms.td3bc`, its ``update`` as it is) whose Q-term scale
+:math:`\alpha = \mathrm{softplus}(\rho)` is learned by a meta-gradient
+(:class:`metaconstraint.algorithms.adaptive.AdaptiveScale`). Every ``policy_freq * scale_interval``
+iterations (2 x 10 = 20) the actor step is taken as a *virtual* step :math:`\tilde\theta(\alpha)`
+with the actor's own Adam, and
 
 .. math:: \rho \leftarrow \rho - \eta_\rho\, \partial_\rho \big(L_1 + L_2 + L_3\big)(\tilde\theta(\alpha))
 
 (:mod:`metaconstraint.outer_losses.builtin`); the virtual step is then committed. Adam on
-:math:`\rho` with lr 2e-3 decays exponentially to 1% over ``alpha_lr_decay_steps`` iterations:
-1,000,000 whatever the run's length, the released code's schedule (``"run"``: the run's own length,
-which in a short run keeps alpha close to its start; ../shared/reference/algorithms.md).
+:math:`\rho` with lr 2e-3 (``scale_lr``) decays exponentially to 1% over ``scale_lr_decay_steps``
+iterations: 1,000,000 whatever the run's length, the released code's schedule (``"run"``: the run's
+own length, which in a short run keeps alpha close to its start; ../shared/reference/algorithms.md).
 
 The inner objective is a config value, ``objective`` (default ``"td3bc"``; any registered name or
-``module:factory``, built with ``actor`` and ``critic``): the bilevel machinery is the same for all.
+``module:factory``, built with ``actor`` and ``critic``). An objective that needs another backbone
+(``wpc``, ``a2pr``, ``rebrac``, ``awr``) runs on it: ``aspc --objective rebrac`` is the algorithm
+``aspc-rebrac``, ReBRAC's backbone with the learned scale (:func:`adaptive_algorithm`).
 """
 
 from __future__ import annotations
 
 from pydantic import Field
 
-from metaconstraint.algorithms.adaptive import RELEASED_DECAY_STEPS, AdaptiveScale, AdaptiveScaleConfig, DecayHorizon, ScaleSchedule
+from metaconstraint.algorithms.adaptive import AdaptiveScaleConfig
 from metaconstraint.algorithms.base import register_algorithm
 from metaconstraint.algorithms.td3bc import TD3BC, TD3BCConfig
-from metaconstraint.engine.compiled import compiled_or_eager
-from metaconstraint.objectives import build_objective
+from metaconstraint.objectives import objective_backbone
+
+ADAPTIVE_ON_BACKBONE = {"td3bc": "aspc", "iql": "aspc-iql", "wpc": "aspc-wpc", "a2pr": "aspc-a2pr", "rebrac": "aspc-rebrac"}
+"""The adaptive algorithm of each backbone: the backbone's update with its actor objective's scale learned."""
+
+
+def adaptive_algorithm(name: str, objective: str | None) -> str:
+    """The algorithm a run of ``name`` with ``objective`` is: ``aspc`` with an objective that needs
+    another backbone is that backbone's adaptive algorithm (``aspc --objective rebrac`` ->
+    ``aspc-rebrac``); any other name stays as it is (an impossible pairing, such as ``aspc-iql``
+    with ``td3bc``, fails when the objective is built, with a message naming the backbone it needs)."""
+    if name != "aspc" or objective is None:
+        return name
+    backbone = objective_backbone(str(objective))
+    return ADAPTIVE_ON_BACKBONE.get(backbone, name) if backbone is not None else name
 
 
 class ASPCConfig(AdaptiveScaleConfig, TD3BCConfig):
     alpha: float = Field(2.5, gt=0, description="Initial value of the learned alpha.")
-    alpha_lr: float = Field(2e-3, gt=0, description="Adam learning rate of rho (alpha = softplus(rho)).")
-    alpha_interval: int = Field(10, ge=1, description="k_alpha: alpha is updated every policy_freq * k_alpha iterations.")
-    alpha_lr_decay_steps: DecayHorizon = Field(
-        RELEASED_DECAY_STEPS,
-        description="Iterations over which alpha's lr decays to 1%: 1,000,000 whatever --steps is (the released "
-        "code's schedule), or \"run\" for the run's own length.",
-    )
-    alpha_final_lr_fraction: float = Field(0.01, gt=0, le=1)
     objective: str = Field("td3bc", description="Inner objective: a registered name or module:factory.")
 
 
 @register_algorithm
-class ASPC(AdaptiveScale, TD3BC):
+class ASPC(TD3BC):
+    """TD3+BC with an adaptive config: the same update, alpha learned."""
+
     name = "aspc"
     Config = ASPCConfig
-    scale_init_field = "alpha"  # varied between members, it is each member's initial value
-
-    def build_objective(self):
-        return build_objective(self.config.objective, actor=self.actor, critic=self.critic)
-
-    @property
-    def meta_interval(self) -> int:
-        return self.config.policy_freq * self.config.alpha_interval
-
-    def scale_schedule(self) -> ScaleSchedule:
-        c = self.config
-        return ScaleSchedule(c.alpha, c.alpha_lr, c.alpha_lr_decay_steps, c.alpha_final_lr_fraction)
-
-    def update_actor(self, state, batch, iteration):
-        if not self.is_meta_iteration(iteration):
-            return super().update_actor(state, batch, iteration)
-        return self.meta_actor_step(state, batch, self.frozen_inputs(state))
-
-    def meta_phase(self, state, batch):
-        """A meta-iteration's actor phase for the compiler: the bilevel actor step (nested
-        ``torch.func.grad``), the meta-update and the target updates, one graph."""
-        metrics = self.meta_actor_step(state, batch, self.frozen_inputs(state))
-        self.update_targets(state)
-        return metrics
-
-    def compiled_meta_phase(self):
-        return compiled_or_eager(self.meta_phase)

@@ -1,8 +1,9 @@
 r"""ASPC-IQL: IQL whose inverse temperature is learned by ASPC's bilevel update.
 
-The backbone is :mod:`metaconstraint.algorithms.iql` unchanged; the actor objective is AWR
+The backbone is :mod:`metaconstraint.algorithms.iql` unchanged (its ``update`` as it is, with an
+adaptive config: :mod:`metaconstraint.algorithms.adaptive`); the actor objective is AWR
 (:mod:`metaconstraint.objectives.awr`) with :math:`\beta = \mathrm{softplus}(\rho)`. Every
-``beta_interval`` iterations (20, as ASPC's ``2 x 10``: IQL steps its actor every iteration) the
+``scale_interval`` iterations (20, as ASPC's ``2 x 10``: IQL steps its actor every iteration) the
 actor step is a virtual step :math:`\tilde\theta(\beta)` with the actor's own Adam and learning rate,
 
 .. math:: \rho \leftarrow \rho - \eta_\rho\,\partial_\rho \textstyle\sum_j w_j \ell_j(\tilde\theta(\beta)),
@@ -22,10 +23,10 @@ data (on pen the unnormalised L1, ~300, has ~100x L2's gradient). ``tests/test_g
 both on a small problem: with ``l1`` beta rises from 0.05 and from 1.0; with ``gain-rel`` it rises
 from 0.05, falls from 1.0, and both end near 0.2.
 
-Adam on :math:`\rho` with lr 2e-3 decays to 1% over
-``beta_lr_decay_steps`` iterations (default 1,000,000, as ASPC's alpha); the
-``--alpha-lr-decay-steps`` flag is ASPC's own (in a ``compare`` of both it reaches ASPC only), so set
-``beta_lr_decay_steps`` in a config file. As for ASPC, the decay bounds how far :math:`\rho` can
+Adam on :math:`\rho` with lr 2e-3 (``scale_lr``) decays to 1% over
+``scale_lr_decay_steps`` iterations (default 1,000,000, as ASPC's alpha; the same settings and flags as
+every learned scale, e.g. ``--scale-lr-decay-steps``; config files with the older ``beta_lr``,
+``beta_interval``, ... still read). As for ASPC, the decay bounds how far :math:`\rho` can
 travel: with the decay tied to a 30,000-iteration run's length (``"run"``) the learning rates sum to
 0.65 (Adam's steps exceed their learning rate a little while the meta-gradient keeps growing).
 """
@@ -34,48 +35,28 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from metaconstraint.algorithms.adaptive import RELEASED_DECAY_STEPS, AdaptiveScale, AdaptiveScaleConfig, DecayHorizon, ScaleSchedule
+from metaconstraint.algorithms.adaptive import AdaptiveScaleConfig
 from metaconstraint.algorithms.base import register_algorithm
 from metaconstraint.algorithms.iql import IQL, IQLConfig
-from metaconstraint.objectives import build_objective
 
 
 class ASPCIQLConfig(AdaptiveScaleConfig, IQLConfig):
+    BACKBONE = "iql"
     outer_losses: list[str] = Field(
         default_factory=lambda: ["gain-rel"], min_length=1,
         description="Outer losses of beta's update (default gain-rel: unit-free; ASPC's l1 l2 l3 only raise beta).",
     )
     beta: float = Field(3.0, gt=0, description="Initial value of the learned beta.")
-    beta_lr: float = Field(2e-3, gt=0, description="Adam learning rate of rho (beta = softplus(rho)).")
-    beta_interval: int = Field(20, ge=1, description="beta is updated every this many iterations.")
-    beta_lr_decay_steps: DecayHorizon = Field(
-        RELEASED_DECAY_STEPS,
-        description="Iterations over which beta's lr decays to 1%: 1,000,000 (ASPC's schedule), or \"run\" for --steps.",
+    scale_interval: int = Field(
+        20, ge=1, validation_alias=AdaptiveScaleConfig.model_fields["scale_interval"].validation_alias,
+        description="beta is updated every this many iterations (IQL steps its actor every iteration).",
     )
-    beta_final_lr_fraction: float = Field(0.01, gt=0, le=1)
     objective: str = Field("awr", description="Inner objective: a registered name or module:factory.")
 
 
 @register_algorithm
-class ASPCIQL(AdaptiveScale, IQL):
+class ASPCIQL(IQL):
+    """IQL with an adaptive config: the same update, beta learned."""
+
     name = "aspc-iql"
     Config = ASPCIQLConfig
-    scale_init_field = "beta"  # varied between members, it is each member's initial value
-
-    def build_objective(self):
-        if self.config.objective == "awr":
-            return super().build_objective()  # with the configured max_weight
-        return build_objective(self.config.objective, actor=self.actor, critic=self.critic)
-
-    @property
-    def meta_interval(self) -> int:
-        return self.config.beta_interval
-
-    def scale_schedule(self) -> ScaleSchedule:
-        c = self.config
-        return ScaleSchedule(c.beta, c.beta_lr, c.beta_lr_decay_steps, c.beta_final_lr_fraction)
-
-    def update_actor(self, state, batch, frozen, iteration):
-        if not self.is_meta_iteration(iteration):
-            return super().update_actor(state, batch, frozen, iteration)
-        return self.meta_actor_step(state, batch, frozen)

@@ -10,8 +10,6 @@ import torch
 from pydantic import BaseModel, ConfigDict, model_validator
 from torch import Tensor
 
-from metaconstraint.engine import BilevelProblem, MetaParameters
-from metaconstraint.outer_losses import context_factory
 from metaconstraint.rl.buffer import MemberSampler
 
 
@@ -23,6 +21,16 @@ class AlgorithmConfig(BaseModel):
     def for_dataset(self, dataset: str) -> "AlgorithmConfig":
         """This config as it applies to ``dataset`` (presets resolved: :mod:`metaconstraint.algorithms.presets`)."""
         return self
+
+
+def config_keys(config: type[AlgorithmConfig]) -> set[str]:
+    """The keys a config accepts: its field names and the older names it still reads (aliases)."""
+    keys = set(config.model_fields)
+    for info in config.model_fields.values():
+        alias = info.validation_alias
+        if alias is not None:
+            keys.update(choice for choice in getattr(alias, "choices", [alias]) if isinstance(choice, str))
+    return keys
 
 
 @dataclass(frozen=True)
@@ -46,6 +54,9 @@ class Algorithm(ABC):
     Config: ClassVar[type[AlgorithmConfig]]
     member_fields: ClassVar[tuple[str, ...]] = ()
     """Scalar config fields that may take a different value in each member (:meth:`set_member_values`)."""
+    scale = None
+    """The constraint scale the actor objective reads (:mod:`metaconstraint.algorithms.adaptive`:
+    fixed or learned), or ``None`` for a method without one (BC)."""
 
     def __init__(self, config: AlgorithmConfig, spec: ProblemSpec, num_members: int, device: torch.device):
         self.config = config
@@ -93,33 +104,17 @@ class Algorithm(ABC):
     def act(self, state: dict[str, Any], observations: Tensor) -> Tensor:
         """Deterministic actions ``(M, E, A)`` for normalised observations ``(M, E, obs_dim)``."""
 
-    def meta_parameter_specs(self) -> list:
-        """The learned meta-parameters (:class:`~metaconstraint.engine.MetaParameter`); none by default."""
-        return []
-
-    def outer_losses(self) -> list:
-        """The outer losses of the bilevel step; none for fixed-scale methods."""
-        return []
-
-    def actor_problem(self, optimizer) -> BilevelProblem:
-        """The actor's step as the engine sees it: ``self.objective`` over ``self.actor`` with
-        ``self.critic`` in the outer context, this algorithm's outer losses and meta-parameters."""
-        return BilevelProblem(
-            inner_objective=self.objective.inner,
-            optimizer=optimizer,
-            outer_losses=self.outer_losses(),
-            meta_parameters=MetaParameters(self.meta_parameter_specs()),
-            make_context=context_factory(self.actor, self.critic, self.objective),
-            num_members=self.num_members,
-        )
-
     def constraint_scale(self, state: dict[str, Any]) -> Tensor | None:
         """The learned constraint scale ``(M,)`` (ASPC's alpha), or ``None`` for fixed-scale methods."""
-        return None
+        if self.scale is None or not self.scale.learned:
+            return None
+        return self.scale.values(state)[self.scale.name]
 
     def meta_parameters(self, state: dict[str, Any]) -> dict[str, Tensor]:
         """Learned meta-parameters by name, ``(M,)`` each (empty for fixed-scale methods)."""
-        return {}
+        if self.scale is None or not self.scale.learned:
+            return {}
+        return self.scale.values(state)
 
     def compile(self) -> bool:
         """Compile hot per-member functions with ``torch.compile`` (the run option ``compile``);
@@ -142,7 +137,7 @@ def register_algorithm(cls: type[Algorithm]) -> type[Algorithm]:
 def define_algorithm(name: str, base: str | type[Algorithm], **defaults: Any) -> type[Algorithm]:
     """Register ``name`` as the algorithm ``base`` with other config defaults: an algorithm as a
     configuration, naming e.g. its ``objective``, ``outer_losses`` and meta-parameter settings
-    (``alpha``, ``alpha_lr``, ...). Keys the run gives still override these defaults.
+    (``alpha``, ``scale_lr``, ...). Keys the run gives still override these defaults.
 
     >>> define_algorithm("aspc-l1-only", "aspc", outer_losses=["l1"])  # doctest: +SKIP
     """

@@ -13,7 +13,7 @@ from pydantic import Field
 from torch import Tensor
 
 from metaconstraint.algorithms.base import Algorithm, AlgorithmConfig, register_algorithm
-from metaconstraint.algorithms.td3bc import gradient_step
+from metaconstraint.algorithms.td3 import gradient_step
 from metaconstraint.engine import adam
 from metaconstraint.rl.networks import deterministic_actor, init_members
 

@@ -48,11 +48,13 @@ import torch
 from pydantic import Field
 from torch import Tensor
 
+from metaconstraint.algorithms.adaptive import actor_problem, make_scale
 from metaconstraint.algorithms.base import Algorithm, register_algorithm
 from metaconstraint.algorithms.presets import Preset, PresetConfig, dataset_task, is_adroit
-from metaconstraint.algorithms.td3bc import critic_loss, gradient_step
-from metaconstraint.engine import adam, cosine_decay, detach_tree, inner_step
-from metaconstraint.objectives.awr import MAX_WEIGHT, AWRObjective
+from metaconstraint.algorithms.td3 import critic_loss, gradient_step, polyak_update
+from metaconstraint.engine import adam, cosine_decay, detach_tree
+from metaconstraint.objectives import build_objective
+from metaconstraint.objectives.awr import MAX_WEIGHT
 from metaconstraint.rl.networks import dropout_masks, gaussian_actor, init_members, twin_critic, value_network
 
 
@@ -115,24 +117,17 @@ class IQL(Algorithm):
         self.actor = gaussian_actor(spec.observation_dim, spec.action_dim, spec.max_action, self.HIDDEN)
         self.critic = twin_critic(spec.observation_dim, spec.action_dim, hidden=self.HIDDEN, robust=False)
         self.value = value_network(spec.observation_dim, self.HIDDEN)
-        self.objective = self.build_objective()
         # the actor steps every iteration: its step count is the 0-based iteration
         self.actor_optimizer = adam(
             config.actor_lr if config.actor_lr_schedule == "constant" else cosine_decay(config.actor_lr, spec.total_steps)
         )
         self.critic_optimizer = adam(config.critic_lr)
         self.value_optimizer = adam(config.value_lr)
-        self.problem = self.actor_problem(self.actor_optimizer)
-
-    # Hooks ASPC-IQL overrides (with meta_parameter_specs and outer_losses): IQL's beta is fixed.
-    def build_objective(self):
-        return AWRObjective(self.actor, self.critic, max_weight=self.config.max_weight)
-
-    def scale_values(self, state) -> dict[str, Tensor]:
-        return {"beta": self.member_scalar("beta")}
-
-    def initial_meta_values(self) -> dict[str, list[float]]:
-        return {}
+        self.objective = build_objective(
+            getattr(config, "objective", "awr"), "iql", self.actor, self.critic, max_weight=config.max_weight
+        )
+        self.scale = make_scale(self, config, self.objective, init_field="beta", actor_interval=1)
+        self.problem = actor_problem(self.objective, self.actor_optimizer, self.actor, self.critic, num_members, self.scale)
 
     def init_state(self, seeds):
         actor = init_members(self.actor, seeds, self.device, salt=1)
@@ -146,7 +141,9 @@ class IQL(Algorithm):
             "actor_opt": self.actor_optimizer.init(actor),
             "critic_opt": self.critic_optimizer.init(critic),
             "value_opt": self.value_optimizer.init(value),
-            "meta": self.problem.meta_parameters.init(self.num_members, self.device, initial=self.initial_meta_values()),
+            "meta": self.problem.meta_parameters.init(
+                self.num_members, self.device, initial=self.scale.initial_values(self.member_values)
+            ),
             "outer": self.problem.init_outer_state(self.device),
         }
 
@@ -183,17 +180,12 @@ class IQL(Algorithm):
             self._member_critic_loss, self.critic_optimizer, state["critic"], state["critic_opt"], batch, q_target,
             num_members=self.num_members,
         )
-        with torch.no_grad():
-            keys = list(state["target_critic"])
-            torch._foreach_lerp_([state["target_critic"][k] for k in keys], [state["critic"][k] for k in keys], self.config.tau)
+        polyak_update(state, (("critic", "target_critic"),), self.config.tau)
         metrics.update(critic_loss=loss, q_mean=q_mean, value_loss=value_loss, v_mean=v_mean, advantage_mean=advantages.mean(-1))
         return state, metrics
 
     def update_actor(self, state, batch, frozen, iteration):
-        state["actor"], state["actor_opt"], loss = inner_step(
-            self.problem, state["actor"], state["actor_opt"], self.scale_values(state), batch, frozen
-        )
-        return {"actor_loss": loss}
+        return self.scale.actor_step(self.problem, state, batch, frozen, iteration)
 
     @torch.no_grad()
     def act(self, state, observations):

@@ -12,7 +12,10 @@ state normalisation, large batches, and a behaviour-cloning penalty in both loss
     L_\pi(\theta) = \frac{1}{B}\sum_i \Big(\beta_{actor}\lVert \pi(s_i) - a_i\rVert^2
         - \frac{\min_j Q_j(s_i, \pi(s_i))}{\mathrm{sg}\big(\frac1B\sum_k |\min_j Q_j(s_k, \pi(s_k))|\big)}\Big)
 
-Squared norms are summed over action dimensions. Settings come as presets
+Squared norms are summed over action dimensions; the actor loss is the ReBRAC objective
+(:mod:`metaconstraint.objectives.rebrac`), whose scale is :math:`\beta_{actor}` (``actor_bc_coef``).
+With an adaptive config (``aspc --objective rebrac``, the algorithm ``aspc-rebrac``) that coefficient
+is learned from ``actor_bc_coef`` as its start; the critic's :math:`\beta_{critic}` stays fixed. Settings come as presets
 (:mod:`metaconstraint.algorithms.presets`), chosen by the dataset's family with ``preset = "auto"``
 (the default):
 
@@ -31,48 +34,20 @@ Adroit; its runs carry no ``preset`` key and the report labels them plain ``rebr
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
+import torch
 from pydantic import Field
 from torch import Tensor
 
-from metaconstraint.algorithms.base import register_algorithm
+from metaconstraint.algorithms.adaptive import AdaptiveScaleConfig, actor_problem, make_scale
+from metaconstraint.algorithms.base import Algorithm, register_algorithm
 from metaconstraint.algorithms.presets import Preset, PresetConfig, expert_entry_of_task, is_adroit
-from metaconstraint.algorithms.td3bc import TD3BC, TD3Config
-from metaconstraint.rl.networks import Network
-
-def rebrac_actor_loss(beta: Tensor, policy_actions: Tensor, q_values: Tensor, dataset_actions: Tensor) -> Tensor:
-    """``mean_B(beta * ||pi(s) - a||^2 - Q / sg(mean |Q|))`` for ``(B, A)`` actions and ``(B,)`` values."""
-    bc = (policy_actions - dataset_actions).pow(2).sum(-1)
-    return (beta * bc - q_values / q_values.abs().mean().detach()).mean()
+from metaconstraint.algorithms.td3 import TD3Backbone, TD3Config, TD3Phases, critic_shape
+from metaconstraint.objectives import build_objective
 
 
 def next_action_penalty(beta: float, next_actions: Tensor, dataset_next_actions: Tensor) -> Tensor:
     """``beta * ||a~' - a'||^2``: ``(B,)``, subtracted inside the critic target."""
     return beta * (next_actions - dataset_next_actions).pow(2).sum(-1)
-
-
-@dataclass(frozen=True)
-class ReBRACObjective:
-    """ReBRAC's actor loss with the BC coefficient ``beta`` as its scale; the critic in ``frozen``."""
-
-    actor: Network
-    critic: Network
-    scale_name: str = "beta"
-
-    def loss(self, beta, critic_params, states, policy_actions, dataset_actions) -> Tensor:
-        q_values = self.critic.apply(critic_params, states, policy_actions).min(dim=-2).values
-        return rebrac_actor_loss(beta, policy_actions, q_values, dataset_actions)
-
-    def inner(self, params, meta, batch, frozen) -> Tensor:
-        states = batch["observations"]
-        return self.loss(meta[self.scale_name], frozen["critic"], states, self.actor.apply(params, states), batch["actions"])
-
-    def at_updated(self, context) -> Tensor:
-        return self.loss(
-            context.meta[self.scale_name], context.frozen["critic"], context.batch["observations"],
-            context.updated_policy_actions, context.batch["actions"],
-        )
 
 
 def _coefficients(actor: float, critic: float) -> dict[str, float]:
@@ -114,19 +89,84 @@ class ReBRACConfig(PresetConfig, TD3Config):
 
 
 @register_algorithm
-class ReBRAC(TD3BC):
+class ReBRAC(Algorithm):
     name = "rebrac"
     Config = ReBRACConfig
     member_fields = ("actor_bc_coef",)
 
-    def build_objective(self):
-        return ReBRACObjective(self.actor, self.critic)
+    def __init__(self, config, spec, num_members, device):
+        super().__init__(config, spec, num_members, device)
+        self.td3 = TD3Backbone(
+            config, spec, num_members, actor_hidden=(256, 256, 256), critic_shape=critic_shape(config),
+            next_penalty=self.critic_penalty,
+        )
+        self.actor, self.critic = self.td3.actor, self.td3.critic
+        self.objective = build_objective(getattr(config, "objective", "rebrac"), "rebrac", self.actor, self.critic)
+        self.scale = make_scale(self, config, self.objective, init_field="actor_bc_coef", actor_interval=config.policy_freq)
+        self.problem = actor_problem(self.objective, self.td3.actor_optimizer, self.actor, self.critic, num_members, self.scale)
+        self.phases = TD3Phases(self.scale, self.critic_phase, self.actor_phase, self.meta_phase)
 
-    def _actor_shape(self):
-        return {"hidden": (256, 256, 256)}
+    def init_state(self, seeds):
+        state = self.td3.init_state(seeds, self.device)
+        state["meta"] = self.problem.meta_parameters.init(
+            self.num_members, self.device, initial=self.scale.initial_values(self.member_values)
+        )
+        state["outer"] = self.problem.init_outer_state(self.device)
+        return state
 
-    def next_penalty(self, batch, next_actions):
+    def update(self, state, sampler, iteration):
+        batch = sampler.sample()
+        noise = sampler.normal(*batch["actions"].shape[1:])
+        metrics = self.phases.critic(state, batch, noise)
+        if iteration % self.config.policy_freq == 0:
+            metrics.update(self.phases.actor(state, batch, iteration))
+        return state, metrics
+
+    def critic_penalty(self, batch, next_actions):
+        """The critic target's BC penalty ``beta_critic ||a~' - a'||^2`` (one member)."""
         return next_action_penalty(self.config.critic_bc_coef, next_actions, batch["next_actions"])
 
-    def scale_values(self, state):
-        return {"beta": self.member_scalar("actor_bc_coef")}
+    def critic_phase(self, state, batch, noise):
+        """Target bootstrap (with the BC penalty) and the critic step."""
+        bootstrap = self.td3.bootstrap(state, batch, noise)
+        return self.td3.critic_step(state, batch, bootstrap["target"])
+
+    def actor_phase(self, state, batch):
+        """The first-order actor step at the scale's current value, and the target updates."""
+        metrics = self.scale.actor_step(self.problem, state, batch, self.frozen_inputs(state), None)
+        self.td3.update_targets(state)
+        return metrics
+
+    def meta_phase(self, state, batch):
+        """A meta-iteration's actor phase as one compilable graph (beta learned: ``aspc-rebrac``)."""
+        metrics = self.scale.meta_step(self.problem, state, batch, self.frozen_inputs(state))
+        self.td3.update_targets(state)
+        return metrics
+
+    def frozen_inputs(self, state):
+        return {"critic": state["critic"]}
+
+    def update_actor(self, state, batch, frozen, iteration):
+        return self.scale.actor_step(self.problem, state, batch, frozen, iteration)
+
+    def compile(self):
+        return self.phases.compile()
+
+    @torch.no_grad()
+    def act(self, state, observations):
+        return self.actor.apply(state["actor"], observations)
+
+
+class ASPCReBRACConfig(AdaptiveScaleConfig, ReBRACConfig):
+    BACKBONE = "rebrac"
+    actor_bc_coef: float = Field(1.0, gt=0, description="Initial value of the learned beta_actor (BC coefficient).")
+    objective: str = Field("rebrac", description="Inner objective on the ReBRAC backbone.")
+
+
+@register_algorithm
+class ASPCReBRAC(ReBRAC):
+    """ReBRAC with an adaptive config: the same update, the actor's BC coefficient learned
+    (``aspc --objective rebrac``)."""
+
+    name = "aspc-rebrac"
+    Config = ASPCReBRACConfig

@@ -1,44 +1,31 @@
 r"""wPC: Weighted Policy Constraints (Peng et al., AAAI 2023), on the TD3+BC backbone.
 
-A state-value net :math:`V_\psi(s)` (2 x 256) is regressed by MSE onto the TD3 target of the
-dataset transition (the critic's own target :math:`y`, same smoothed next action):
+One iteration (:meth:`WPC.update`):
 
-.. math:: L_V(\psi) = \tfrac{1}{B}\textstyle\sum_i (V_\psi(s_i) - y_i)^2
+1. The TD3 target :math:`y` and the twin-critic step (:mod:`metaconstraint.algorithms.td3`).
+2. A state-value net :math:`V_\psi(s)` (2 x 256) regressed by MSE onto the same target:
+   :math:`L_V(\psi) = \tfrac{1}{B}\textstyle\sum_i (V_\psi(s_i) - y_i)^2`.
+3. Every ``policy_freq`` iterations, the actor step on the wPC objective
+   (:mod:`metaconstraint.objectives.wpc`: TD3+BC whose BC term keeps only the dataset actions with
+   :math:`Q_1(s, a) > V(s)`), with :math:`\alpha = 2.5`, then the target updates.
 
-and the behaviour-cloning term keeps only the dataset actions the critic rates above the state's
-value:
-
-.. math::
-    w_i = \mathbb 1[Q_1(s_i, a_i) > V(s_i)],\qquad
-    L_\pi(\theta) = -\frac{\alpha}{\mathrm{sg}(\frac1B\sum_i |Q_1(s_i, \pi(s_i))|)}\,\frac1B\sum_i Q_1(s_i, \pi(s_i))
-        + \frac{1}{B}\sum_i \frac{w_i}{A}\lVert \pi(s_i) - a_i \rVert^2
-
-with :math:`\alpha = 2.5` and, by default, the robust critic (the ASPC paper's wPC*).
+By default with the robust critic (the ASPC paper's wPC*). With an adaptive config
+(``aspc --objective wpc``, the algorithm ``aspc-wpc``) alpha is learned.
 """
 
 from __future__ import annotations
-
-from dataclasses import dataclass
 
 import torch
 from pydantic import Field
 from torch import Tensor
 
-from metaconstraint.algorithms.base import register_algorithm
-from metaconstraint.algorithms.td3bc import TD3BC, TD3BCConfig, gradient_step
+from metaconstraint.algorithms.adaptive import AdaptiveScaleConfig, actor_problem, make_scale
+from metaconstraint.algorithms.base import register_algorithm, Algorithm
+from metaconstraint.algorithms.td3 import TD3Backbone, TD3Phases, critic_shape, gradient_step
+from metaconstraint.algorithms.td3bc import TD3BCConfig
 from metaconstraint.engine import adam
-from metaconstraint.rl.networks import Network, init_members, q1, value_network
-
-
-def wpc_weights(q_data: Tensor, values: Tensor) -> Tensor:
-    """``w = 1[Q1(s, a) > V(s)]``: ``(B,)`` ones and zeros."""
-    return (q_data > values).to(q_data.dtype)
-
-
-def weighted_td3bc_loss(alpha: Tensor, policy_actions: Tensor, q_values: Tensor, dataset_actions: Tensor, weights: Tensor) -> Tensor:
-    """``-alpha * mean Q / sg(mean |Q|) + mean_{B,A}(w * (pi(s) - a)^2)`` for ``(B, A)`` actions, ``(B,)`` Q and w."""
-    lam = alpha / q_values.abs().mean().detach()
-    return -lam * q_values.mean() + (weights.unsqueeze(-1) * (policy_actions - dataset_actions).pow(2)).mean()
+from metaconstraint.objectives import build_objective
+from metaconstraint.rl.networks import Network, init_members, value_network
 
 
 def value_regression_loss(value: Network, params, states: Tensor, targets: Tensor) -> tuple[Tensor, Tensor]:
@@ -47,68 +34,97 @@ def value_regression_loss(value: Network, params, states: Tensor, targets: Tenso
     return (values - targets).pow(2).mean(), values.mean()
 
 
-@dataclass(frozen=True)
-class WPCObjective:
-    """TD3+BC with the BC term weighted by ``1[Q1(s, a) > V(s)]``; critic and value in ``frozen``."""
-
-    actor: Network
-    critic: Network
-    value: Network
-    scale_name: str = "alpha"
-
-    def weights(self, frozen, batch) -> Tensor:
-        states = batch["observations"]
-        with torch.no_grad():
-            return wpc_weights(q1(self.critic, frozen["critic"], states, batch["actions"]), self.value.apply(frozen["value"], states))
-
-    def inner(self, params, meta, batch, frozen) -> Tensor:
-        states = batch["observations"]
-        actions = self.actor.apply(params, states)
-        q_values = q1(self.critic, frozen["critic"], states, actions)
-        return weighted_td3bc_loss(meta[self.scale_name], actions, q_values, batch["actions"], self.weights(frozen, batch))
-
-    def at_updated(self, context) -> Tensor:
-        return weighted_td3bc_loss(
-            context.meta[self.scale_name],
-            context.updated_policy_actions,
-            context.q_updated,
-            context.batch["actions"],
-            self.weights(context.frozen, context.batch),
-        )
-
-
 class WPCConfig(TD3BCConfig):
     value_lr: float = Field(3e-4, gt=0, description="Adam learning rate of V(s).")
 
 
 @register_algorithm
-class WPC(TD3BC):
+class WPC(Algorithm):
     name = "wpc"
     Config = WPCConfig
+    member_fields = ("alpha",)
 
     def __init__(self, config, spec, num_members, device):
-        self.value = value_network(spec.observation_dim)
         super().__init__(config, spec, num_members, device)
+        self.td3 = TD3Backbone(config, spec, num_members, critic_shape=critic_shape(config))
+        self.actor, self.critic = self.td3.actor, self.td3.critic
+        self.value = value_network(spec.observation_dim)
         self.value_optimizer = adam(config.value_lr)
-
-    def build_objective(self):
-        return WPCObjective(self.actor, self.critic, self.value)
+        self.objective = build_objective(getattr(config, "objective", "wpc"), "wpc", self.actor, self.critic, value=self.value)
+        self.scale = make_scale(self, config, self.objective, init_field="alpha", actor_interval=config.policy_freq)
+        self.problem = actor_problem(self.objective, self.td3.actor_optimizer, self.actor, self.critic, num_members, self.scale)
+        self.phases = TD3Phases(self.scale, self.critic_phase, self.actor_phase, self.meta_phase)
 
     def init_state(self, seeds):
-        state = super().init_state(seeds)
+        state = self.td3.init_state(seeds, self.device)
+        state["meta"] = self.problem.meta_parameters.init(
+            self.num_members, self.device, initial=self.scale.initial_values(self.member_values)
+        )
+        state["outer"] = self.problem.init_outer_state(self.device)
         state["value"] = init_members(self.value, seeds, self.device, salt=3)
         state["value_opt"] = self.value_optimizer.init(state["value"])
         return state
 
-    def frozen_inputs(self, state):
-        return {"critic": state["critic"], "value": state["value"]}
+    def update(self, state, sampler, iteration):
+        batch = sampler.sample()
+        noise = sampler.normal(*batch["actions"].shape[1:])
+        metrics = self.phases.critic(state, batch, noise)
+        if iteration % self.config.policy_freq == 0:
+            metrics.update(self.phases.actor(state, batch, iteration))
+        return state, metrics
+
+    def critic_phase(self, state, batch, noise):
+        """Target bootstrap, the critic step, and V's step onto the same target."""
+        bootstrap = self.td3.bootstrap(state, batch, noise)
+        metrics = self.td3.critic_step(state, batch, bootstrap["target"])
+        metrics.update(self.update_value(state, batch, bootstrap))
+        return metrics
 
     def _member_value_loss(self, params, states, targets):
         return value_regression_loss(self.value, params, states, targets)
 
-    def update_auxiliary(self, state, batch, bootstrap):
+    def update_value(self, state, batch, bootstrap):
         state["value"], state["value_opt"], loss, v_mean = gradient_step(
             self._member_value_loss, self.value_optimizer, state["value"], state["value_opt"],
             batch["observations"], bootstrap["target"], num_members=self.num_members,
         )
         return {"value_loss": loss, "v_mean": v_mean}
+
+    def actor_phase(self, state, batch):
+        """The first-order actor step at the scale's current value, and the target updates."""
+        metrics = self.scale.actor_step(self.problem, state, batch, self.frozen_inputs(state), None)
+        self.td3.update_targets(state)
+        return metrics
+
+    def meta_phase(self, state, batch):
+        """A meta-iteration's actor phase as one compilable graph (alpha learned: ``aspc-wpc``)."""
+        metrics = self.scale.meta_step(self.problem, state, batch, self.frozen_inputs(state))
+        self.td3.update_targets(state)
+        return metrics
+
+    def frozen_inputs(self, state):
+        return {"critic": state["critic"], "value": state["value"]}
+
+    def update_actor(self, state, batch, frozen, iteration):
+        return self.scale.actor_step(self.problem, state, batch, frozen, iteration)
+
+    def compile(self):
+        return self.phases.compile()
+
+    @torch.no_grad()
+    def act(self, state, observations):
+        return self.actor.apply(state["actor"], observations)
+
+
+class ASPCWPCConfig(AdaptiveScaleConfig, WPCConfig):
+    BACKBONE = "wpc"
+    alpha: float = Field(2.5, gt=0, description="Initial value of the learned alpha.")
+    objective: str = Field("wpc", description="Inner objective on the wPC backbone.")
+
+
+@register_algorithm
+class ASPCWPC(WPC):
+    """wPC with an adaptive config: the same update, alpha learned (``aspc --objective wpc``)."""
+
+    name = "aspc-wpc"
+    Config = ASPCWPCConfig

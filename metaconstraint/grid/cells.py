@@ -22,14 +22,15 @@ def expand_grid(
     """One values dict per ``(algorithm, dataset, seed)``, algorithm-major, seeds ``seed..seed+seeds-1``.
 
     ``run_options`` (steps, eval_every, out, ...) go to every cell; ``algorithm_options``
-    (``outer_losses``, ``alpha_lr_decay_steps``, ...) only to the algorithms whose config has that
+    (``outer_losses``, ``scale_lr_decay_steps``, ...) only to the algorithms whose config has that
     key. An option no algorithm of the grid accepts is an error.
     """
+    from metaconstraint.algorithms import config_keys
     from metaconstraint.config import ConfigError, algorithm_class
 
     algorithms, datasets = list(algorithms), list(datasets)
     algorithm_options = dict(algorithm_options or {})
-    accepted = {name: set(algorithm_class(name).Config.model_fields) for name in algorithms}
+    accepted = {name: config_keys(algorithm_class(name).Config) for name in algorithms}
     unused = sorted(key for key in algorithm_options if not any(key in keys for keys in accepted.values()))
     if unused:
         raise ConfigError(f"no algorithm of this grid ({', '.join(algorithms)}) takes {', '.join(unused)}.")
