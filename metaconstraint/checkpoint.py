@@ -36,7 +36,7 @@ from torch import Tensor
 from torch.utils._pytree import tree_map
 
 from metaconstraint.algorithms import Algorithm, ProblemSpec
-from metaconstraint.config import RunConfig, algorithm_class, build_configs
+from metaconstraint.config import ConfigError, RunConfig, algorithm_class, build_configs, resolved_config
 from metaconstraint.engine.members import stack_members
 from metaconstraint.members import Member, member_records, members_from_records
 from metaconstraint.monitor import named_leaves
@@ -345,9 +345,23 @@ def check_payload(
         raise ResumeError(f"{where} was trained with the members {found}; this run trains {[m.name for m in members]}.")
 
 
+def current_form(saved: dict[str, Any]) -> dict[str, Any]:
+    """A checkpoint's config as this version writes it: keys renamed since read by their old names,
+    keys added since at their defaults (which keep the old behaviour). A config this version cannot
+    read is compared as it is (and so differs)."""
+    try:
+        run, algorithm = build_configs(saved, source="checkpoint")
+    except ConfigError:
+        return saved
+    free = {key: saved[key] for key in RESUME_FREE_KEYS if key in saved}
+    return {**resolved_config(run, algorithm), **{k: saved[k] for k in ("dataset",) if k in saved}, **free}
+
+
 def check_config(path: Path, saved: dict[str, Any], resolved: dict[str, Any]) -> None:
     """Raise :class:`ResumeError` when the checkpoint's config differs from the run's ``resolved`` one
-    beyond :data:`RESUME_FREE_KEYS`."""
+    beyond :data:`RESUME_FREE_KEYS` (after :func:`current_form`: a run started by an older version
+    resumes when only names and added defaults changed)."""
+    saved = current_form(saved)
     keys = sorted((set(saved) | set(resolved)) - set(RESUME_FREE_KEYS))
     changed = [
         f"{key} (checkpoint {saved.get(key)!r}, now {resolved.get(key)!r})" for key in keys if saved.get(key) != resolved.get(key)

@@ -45,3 +45,34 @@ def test_a_checkpoint_of_another_format_names_the_format_this_version_reads(tmp_
     torch.save(payload, tmp_path / "step00000010.pt")
     with pytest.raises(ResumeError, match=f"{found}.*reads checkpoint format {CHECKPOINT_FORMAT}"):
         read_checkpoint(tmp_path / "step00000010.pt")
+
+
+def test_a_checkpoint_written_before_the_scale_settings_were_renamed_resumes_exactly(tmp_path):
+    """An older version wrote alpha_lr, alpha_interval, ... and no keys added since: the run still
+    resumes, and ends exactly where an uninterrupted run of today's code ends."""
+    from typer.testing import CliRunner
+
+    from metaconstraint.checkpoint import check_config
+    from metaconstraint.cli import app
+
+    runner = CliRunner()
+    args = ["run", "aspc", "--dataset", "dapg/pen/expert-v0", "--steps", "40", "--eval-every", "20", "--eval-episodes", "1"]
+    for out in ("whole", "cut"):
+        assert runner.invoke(app, [*args, "--out", str(tmp_path / out)]).exit_code == 0
+    folder = lambda out: tmp_path / out / "aspc" / "dapg__pen__expert-v0" / "seed0"  # noqa: E731
+    cut = folder("cut")
+    (cut / "checkpoints" / "step00000040.pt").unlink()
+    (cut / "summary.json").unlink()
+    path = cut / "checkpoints" / "step00000020.pt"
+    payload = torch.load(path, weights_only=True)
+    old_names = {"scale_lr": "alpha_lr", "scale_interval": "alpha_interval", "scale_lr_decay_steps": "alpha_lr_decay_steps",
+                 "scale_final_lr_fraction": "alpha_final_lr_fraction"}
+    config = {old_names.get(key, key): value for key, value in payload["config"].items()}
+    del config["alpha_final_lr_fraction"]  # as if added since, at the default it was trained with
+    assert {"alpha_lr", "alpha_interval", "alpha_lr_decay_steps"} <= set(config) and "scale_lr" not in config
+    torch.save({**payload, "config": config}, path)
+    with pytest.raises(ResumeError, match="another configuration: scale_lr \\(checkpoint 0.002, now 0.01\\)"):
+        check_config(path, {**config, "alpha_lr": 0.002}, {**payload["config"], "scale_lr": 0.01})  # a real change still refuses
+    result = runner.invoke(app, ["resume", str(cut)])
+    assert result.exit_code == 0, result.output
+    assert (cut / "metrics.jsonl").read_bytes() == (folder("whole") / "metrics.jsonl").read_bytes()
