@@ -70,11 +70,21 @@ def checkout(commit: str) -> Path:
     return path
 
 
-def check_packages(env: dict[str, str]) -> None:
+def check_code(code: Path, env: dict[str, str]) -> None:
+    """Stop unless ``python -m metaconstraint`` run as the jobs run it imports the grid's worktree.
+    (Session 7's jobs ran ``-m`` from the repository root, whose own package comes first on sys.path:
+    they trained with the checkout's code, which a later merge changed under them.)"""
+    probe = "import metaconstraint; print(metaconstraint.__file__)"
+    found = subprocess.run([sys.executable, "-c", probe], cwd=code, env=env, check=True, capture_output=True, text=True).stdout
+    if not Path(found.strip()).resolve().is_relative_to(code.resolve()):
+        sys.exit(f"run_grid.py: the jobs would import {found.strip()}, not the grid's code in {code}.")
+
+
+def check_packages(code: Path, env: dict[str, str]) -> None:
     """Stop unless this environment's packages and Python match every run already in the grid."""
     probe = "import json; from metaconstraint.runs import environment_record as e; r = e(); print(json.dumps([r['packages'], r['python']]))"
     now_packages, now_python = json.loads(
-        subprocess.run([sys.executable, "-c", probe], env=env, check=True, capture_output=True, text=True).stdout
+        subprocess.run([sys.executable, "-c", probe], cwd=code, env=env, check=True, capture_output=True, text=True).stdout
     )
     for record in sorted((ROOT / RUNS).glob("*/*/*/environment.json")):
         started = json.loads(record.read_text())
@@ -110,14 +120,14 @@ def sweep_command(spec: dict, *options: str) -> list[str]:
     handle, name = tempfile.mkstemp(suffix=".toml", prefix="grid-job-")
     with os.fdopen(handle, "w") as file:
         file.write(tomli_w.dumps(spec))
-    return [sys.executable, "-m", "metaconstraint", "sweep", name, "--out", str(RUNS), *options]
+    return [sys.executable, "-m", "metaconstraint", "sweep", name, "--out", str(ROOT / RUNS), *options]
 
 
 def folders(spec: dict, env: dict[str, str]) -> list[str]:
     """The run folders of ``spec``, from ``sweep --dry-run --json`` of the grid's own code."""
     command = sweep_command(spec, "--dry-run", "--json")
     try:
-        listing = subprocess.run(command, cwd=ROOT, env=env, check=True, capture_output=True, text=True).stdout
+        listing = subprocess.run(command, cwd=env["PYTHONPATH"], env=env, check=True, capture_output=True, text=True).stdout
     finally:
         os.unlink(command[4])
     return [run["folder"] for run in json.loads(listing)["runs"]]
@@ -186,8 +196,8 @@ def prepare_datasets(jobs: list[Job], env: dict[str, str]) -> None:
     """Generate the built-in datasets once, before two workers would both generate them."""
     for dataset in dict.fromkeys(job.spec["datasets"][0] for job in jobs):
         if dataset.startswith("builtin/"):
-            subprocess.run([sys.executable, "-m", "metaconstraint", "datasets", "download", dataset], cwd=ROOT, env=env,
-                           check=True)
+            subprocess.run([sys.executable, "-m", "metaconstraint", "datasets", "download", dataset], cwd=env["PYTHONPATH"],
+                           env=env, check=True)
 
 
 def main() -> None:
@@ -203,7 +213,8 @@ def main() -> None:
     until = deadline(args.until)
     code = checkout(grid_commit())
     env = {**os.environ, "PYTHONPATH": str(code), "MPLBACKEND": "Agg"}
-    check_packages(env)
+    check_code(code, env)
+    check_packages(code, env)
     queue = pending_jobs(args.only, env)
     print(f"{sum(len(job.seeds) for job in queue)} runs pending in {len(queue)} settings", flush=True)
     for job in queue:
@@ -228,7 +239,7 @@ def main() -> None:
             command = sweep_command(spec, "--workers", "1", "--max-members", str(args.max_seeds))
             started = dt.datetime.now(dt.timezone.utc)
             print(f"{started:%H:%M} start {job.name} seeds {seeds}", flush=True)
-            result = subprocess.run(command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL)
+            result = subprocess.run(command, cwd=code, env=env, stdout=subprocess.DEVNULL)
             os.unlink(command[4])
             minutes = (dt.datetime.now(dt.timezone.utc) - started).total_seconds() / 60
             print(f"{dt.datetime.now(dt.timezone.utc):%H:%M} {'done' if result.returncode == 0 else 'FAILED'} "
