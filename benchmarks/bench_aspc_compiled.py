@@ -84,7 +84,7 @@ def main() -> None:
         critic = cpu_ms(lambda: aspc.phases.critic(state, batch, noise), 20)
         actor = cpu_ms(lambda: aspc.phases.first_order_actor(state, batch), 20)
         meta = cpu_ms(lambda: aspc.phases.meta(state, batch), 10)
-        eager = cpu_ms(lambda: aspc.meta_phase(state, batch), 10)
+        eager = cpu_ms(lambda: aspc.phases.meta_phase(state, batch), 10)
     print(f"phases, CPU ms per call: critic {critic:.2f}, actor (first order) {actor:.2f}, meta compiled {meta:.2f}, "
           f"meta eager {eager:.2f} ({eager / meta:.2f}x); a 20-iteration cycle over TD3+BC's: "
           f"{(20 * critic + 9 * actor + meta) / (20 * critic + 10 * actor):.3f}x compiled, "

@@ -30,7 +30,7 @@ import torch
 from pydantic import Field
 from torch import Tensor
 
-from metaconstraint.algorithms.adaptive import AdaptiveScaleConfig, actor_problem, make_scale
+from metaconstraint.algorithms.adaptive import AdaptiveScaleConfig, actor_problem, make_scale, scale_state
 from metaconstraint.algorithms.base import Algorithm, register_algorithm
 from metaconstraint.algorithms.presets import Preset, PresetConfig
 from metaconstraint.algorithms.td3 import TD3Backbone, TD3Phases, critic_shape, gradient_step
@@ -135,14 +135,10 @@ class A2PR(Algorithm):
         )
         self.scale = make_scale(self, config, self.objective, init_field="alpha", actor_interval=config.policy_freq)
         self.problem = actor_problem(self.objective, self.td3.actor_optimizer, self.actor, self.critic, num_members, self.scale)
-        self.phases = TD3Phases(self.scale, self.critic_phase, self.actor_phase, self.meta_phase)
+        self.phases = TD3Phases(self, self.critic_phase)
 
     def init_state(self, seeds):
-        state = self.td3.init_state(seeds, self.device)
-        state["meta"] = self.problem.meta_parameters.init(
-            self.num_members, self.device, initial=self.scale.initial_values(self.member_values)
-        )
-        state["outer"] = self.problem.init_outer_state(self.device)
+        state = {**self.td3.init_state(seeds, self.device), **scale_state(self.problem, self.scale, self.member_values, self.device)}
         state["value"] = init_members(self.value, seeds, self.device, salt=3)
         state["value_opt"] = self.value_optimizer.init(state["value"])
         state["vae"] = init_members(self.vae, seeds, self.device, salt=4)
@@ -195,18 +191,6 @@ class A2PR(Algorithm):
         reconstruction, mean, log_std = self.vae.apply(params, states, actions, noise)
         loss = vae_loss(reconstruction, mean, log_std, actions, self.config.vae_weight * gate.to(actions.dtype))
         return loss, gate.to(actions.dtype).mean()
-
-    def actor_phase(self, state, batch):
-        """The first-order actor step at the scale's current value, and the target updates."""
-        metrics = self.scale.actor_step(self.problem, state, batch, self.frozen_inputs(state), None)
-        self.td3.update_targets(state)
-        return metrics
-
-    def meta_phase(self, state, batch):
-        """A meta-iteration's actor phase as one compilable graph (alpha learned: ``aspc-a2pr``)."""
-        metrics = self.scale.meta_step(self.problem, state, batch, self.frozen_inputs(state))
-        self.td3.update_targets(state)
-        return metrics
 
     def frozen_inputs(self, state):
         return {"critic": state["critic"], "value": state["value"], "vae": state["vae"]}

@@ -104,6 +104,16 @@ def actor_problem(objective, optimizer, actor, critic, num_members: int, scale) 
     )
 
 
+def scale_state(problem: BilevelProblem, scale, member_values: dict[str, list[float]], device) -> dict[str, Any]:
+    """The scale's part of an algorithm's state: ``meta`` (the learned meta-parameters and their
+    optimizer; empty for a fixed scale) and ``outer`` (the outer losses' own state)."""
+    initial = scale.initial_values(member_values)
+    return {
+        "meta": problem.meta_parameters.init(problem.num_members, device, initial=initial),
+        "outer": problem.init_outer_state(device),
+    }
+
+
 def first_order_step(problem, state, batch, frozen, scale: dict[str, Tensor]) -> dict[str, Tensor]:
     """One step of the actor's optimizer on the objective at the scale ``{name: (M,)}``."""
     step = inner_step(problem, state["actor"], state["actor_opt"], scale, batch, frozen)

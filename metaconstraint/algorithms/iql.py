@@ -48,7 +48,7 @@ import torch
 from pydantic import Field
 from torch import Tensor
 
-from metaconstraint.algorithms.adaptive import actor_problem, make_scale
+from metaconstraint.algorithms.adaptive import actor_problem, make_scale, scale_state
 from metaconstraint.algorithms.base import Algorithm, register_algorithm
 from metaconstraint.algorithms.presets import Preset, PresetConfig, dataset_task, is_adroit
 from metaconstraint.algorithms.td3 import critic_loss, gradient_step, polyak_update
@@ -141,10 +141,7 @@ class IQL(Algorithm):
             "actor_opt": self.actor_optimizer.init(actor),
             "critic_opt": self.critic_optimizer.init(critic),
             "value_opt": self.value_optimizer.init(value),
-            "meta": self.problem.meta_parameters.init(
-                self.num_members, self.device, initial=self.scale.initial_values(self.member_values)
-            ),
-            "outer": self.problem.init_outer_state(self.device),
+            **scale_state(self.problem, self.scale, self.member_values, self.device),
         }
 
     # --------------------------------------------------------------------- one member's pieces

@@ -172,13 +172,31 @@ class TD3Phases:
     """A TD3-backbone iteration as phases that are pure functions of the state and the iteration's
     draws, eager or compiled (:meth:`compile`): ``critic(state, batch, noise)`` every iteration;
     every ``policy_freq``-th, ``first_order_actor(state, batch)``, or on the scale's meta-iterations
-    ``meta(state, batch)`` (the bilevel actor step; compiled as a graph of its own)."""
+    ``meta(state, batch)`` (the bilevel actor step; compiled as a graph of its own). Both actor
+    phases step ``algorithm.problem`` (read at each call) on what ``algorithm.frozen_inputs(state)``
+    gives the objective, then update the targets."""
 
-    def __init__(self, scale, critic_phase, actor_phase, meta_phase):
-        self.scale = scale
+    def __init__(self, algorithm, critic_phase):
+        self.algorithm = algorithm
+        self.scale = algorithm.scale
         self.critic = critic_phase
-        self.first_order_actor = actor_phase
-        self.meta = meta_phase
+        self.first_order_actor = self.first_order_actor_phase
+        self.meta = self.meta_phase
+
+    def first_order_actor_phase(self, state, batch) -> dict[str, Tensor]:
+        """The first-order actor step at the scale's current value, and the target updates."""
+        algorithm = self.algorithm
+        metrics = self.scale.actor_step(algorithm.problem, state, batch, algorithm.frozen_inputs(state), None)
+        algorithm.td3.update_targets(state)
+        return metrics
+
+    def meta_phase(self, state, batch) -> dict[str, Tensor]:
+        """A meta-iteration's actor phase as one compilable graph: the bilevel actor step (nested
+        ``torch.func.grad``), the meta-update and the target updates."""
+        algorithm = self.algorithm
+        metrics = self.scale.meta_step(algorithm.problem, state, batch, algorithm.frozen_inputs(state))
+        algorithm.td3.update_targets(state)
+        return metrics
 
     def actor(self, state, batch, iteration: int) -> dict[str, Tensor]:
         if self.scale.is_meta_iteration(iteration):

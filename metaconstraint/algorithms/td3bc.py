@@ -21,7 +21,7 @@ from __future__ import annotations
 import torch
 from pydantic import Field
 
-from metaconstraint.algorithms.adaptive import actor_problem, make_scale
+from metaconstraint.algorithms.adaptive import actor_problem, make_scale, scale_state
 from metaconstraint.algorithms.base import Algorithm, register_algorithm
 from metaconstraint.algorithms.td3 import TD3Backbone, TD3Config, TD3Phases, critic_shape
 from metaconstraint.objectives import build_objective
@@ -44,15 +44,10 @@ class TD3BC(Algorithm):
         self.objective = build_objective(getattr(config, "objective", "td3bc"), "td3bc", self.actor, self.critic)
         self.scale = make_scale(self, config, self.objective, init_field="alpha", actor_interval=config.policy_freq)
         self.problem = actor_problem(self.objective, self.td3.actor_optimizer, self.actor, self.critic, num_members, self.scale)
-        self.phases = TD3Phases(self.scale, self.critic_phase, self.actor_phase, self.meta_phase)
+        self.phases = TD3Phases(self, self.critic_phase)
 
     def init_state(self, seeds):
-        state = self.td3.init_state(seeds, self.device)
-        state["meta"] = self.problem.meta_parameters.init(
-            self.num_members, self.device, initial=self.scale.initial_values(self.member_values)
-        )
-        state["outer"] = self.problem.init_outer_state(self.device)
-        return state
+        return {**self.td3.init_state(seeds, self.device), **scale_state(self.problem, self.scale, self.member_values, self.device)}
 
     def update(self, state, sampler, iteration):
         batch = sampler.sample()
@@ -66,19 +61,6 @@ class TD3BC(Algorithm):
         """Target bootstrap and the critic step."""
         bootstrap = self.td3.bootstrap(state, batch, noise)
         return self.td3.critic_step(state, batch, bootstrap["target"])
-
-    def actor_phase(self, state, batch):
-        """The first-order actor step at the scale's current value, and the target updates."""
-        metrics = self.scale.actor_step(self.problem, state, batch, self.frozen_inputs(state), None)
-        self.td3.update_targets(state)
-        return metrics
-
-    def meta_phase(self, state, batch):
-        """A meta-iteration's actor phase as one compilable graph: the bilevel actor step (nested
-        ``torch.func.grad``), the meta-update and the target updates."""
-        metrics = self.scale.meta_step(self.problem, state, batch, self.frozen_inputs(state))
-        self.td3.update_targets(state)
-        return metrics
 
     def frozen_inputs(self, state):
         """What the actor objective reads besides the actor."""
