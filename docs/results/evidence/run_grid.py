@@ -124,7 +124,8 @@ def sweep_command(spec: dict, *options: str) -> list[str]:
 
 
 def folders(spec: dict, env: dict[str, str]) -> list[str]:
-    """The run folders of ``spec``, from ``sweep --dry-run --json`` of the grid's own code."""
+    """The run folders of ``spec``, from ``sweep --dry-run --json`` of the grid's own code (``env``'s
+    ``PYTHONPATH``, run from inside it)."""
     command = sweep_command(spec, "--dry-run", "--json")
     try:
         listing = subprocess.run(command, cwd=env["PYTHONPATH"], env=env, check=True, capture_output=True, text=True).stdout
