@@ -274,6 +274,8 @@ def plan_resume(run_dir: Path) -> ResumePlan:
             hyper_members = members_from_records(header["member_records"])
             values = {**header["config"], "out": values["out"]}
     out = Path(values["out"])
+    if hyper_members is None and members != list(range(members[0], members[0] + len(members))):
+        hyper_members = [Member(seed, {}, values.get("tag")) for seed in members]  # e.g. fine-tuned seeds 0, 2
     if hyper_members is None:
         values["seed"], values["seeds"] = members[0], len(members)
         directories = [run_directory(out, values["algorithm"], values["dataset"], s, values.get("tag")) for s in members]
@@ -287,7 +289,8 @@ def plan_resume(run_dir: Path) -> ResumePlan:
             f"{run_dir} was trained together with {together} in one vectorised run, and they resume "
             f"together; the folder(s) {', '.join(missing)} are missing."
         )
-    finished = all((d / "summary.json").is_file() for d in directories) and iteration == values.get("steps")
+    length = values["finetune"]["online_steps"] if values.get("finetune") else values.get("steps")
+    finished = all((d / "summary.json").is_file() for d in directories) and iteration == length
     return ResumePlan(values, directories, iteration, finished, hyper_members)
 
 

@@ -125,7 +125,8 @@ def _train_or_check(
     from metaconstraint.monitor import TrainingDiverged
     from metaconstraint.problem import DeviceError
     from metaconstraint.runs import ResumeError, has_run
-    from metaconstraint.training import Trainer, TrainingInterrupted, validate_run
+    from metaconstraint.finetune import FinetuneError, make_trainer
+    from metaconstraint.training import TrainingInterrupted, validate_run
 
     def notify(message: str) -> None:
         errors.print(message, markup=False, highlight=False)
@@ -139,8 +140,8 @@ def _train_or_check(
             return
         _announce_builtin(run.dataset)
         with console.status(f"loading {run.dataset}"):
-            trainer = Trainer(run, algorithm_config, notify=notify, members=members)
-    except (ConfigError, DatasetError, DeviceError, ResumeError, ObjectiveError) as error:
+            trainer = make_trainer(run, algorithm_config, notify=notify, members=members)
+    except (ConfigError, DatasetError, DeviceError, ResumeError, ObjectiveError, FinetuneError) as error:
         fail(str(error))
     except RunFolderError as error:
         fail(str(error), EXIT_IO)
@@ -163,7 +164,7 @@ def _train_or_check(
         transient=False,
     )
     with progress:
-        task = progress.add_task("train", total=run.steps, score="-", scale="", rate="")
+        task = progress.add_task("train", total=trainer.total_steps, score="-", scale="", rate="")
         base = _progress_callback(progress, task)
 
         def update(iteration, score, scale):
@@ -202,12 +203,16 @@ def _print_summaries(summaries: list[dict], directories: list[Path]) -> None:
     table = Table(title="results")
     names = {s["scale_name"] for s in summaries if "scale_name" in s}
     scale_column = [f"final {names.pop()}"] if len(names) == 1 else []  # the learned scale by its own name
-    for column in ("member" if any("-" in d.name for d in directories) else "seed", "final score", *scale_column, "updates/s"):
+    offline_column = ["offline score"] if all("score" in s.get("offline", {}) for s in summaries) else []  # fine-tuning
+    columns = ("member" if any("-" in d.name for d in directories) else "seed", *offline_column, "final score", *scale_column, "updates/s")
+    for column in columns:
         table.add_column(column, no_wrap=column in ("member", "seed"))
     for summary, directory in zip(summaries, directories):
         scale = [f"{summary['final_scale']:.3f}"] if scale_column else []
+        offline = [f"{summary['offline']['score']:.1f}"] if offline_column else []
         table.add_row(
             directory.name.removeprefix("seed") if "-" in directory.name else str(summary["seed"]),
+            *offline,
             f"{summary['final_score']:.1f}",
             *scale,
             f"{summary['updates_per_second']:.0f}",
@@ -398,6 +403,49 @@ def resume_command(
     """Continue an interrupted run in its own folder (short for `run ALGORITHM --resume RUN_DIR`)."""
     saved, members = _resume_values(run_dir, {} if device is None else {"device": device})
     _train(saved, resume=True, members=members)
+
+
+@app.command("finetune")
+def finetune_command(
+    run_dirs: list[Path] = typer.Argument(
+        ..., help="Finished offline run folders (OUT/<algorithm>/<dataset>/seed<K>[-<tag>]) of one config; their seeds train together."
+    ),
+    online_steps: int = typer.Option(..., "--online-steps", help="Environment steps per seed; one update follows each after the warm-up."),
+    offline_fraction: Optional[float] = typer.Option(
+        None, help="Share of each minibatch from the offline data, the rest online (default 0.5: RLPD's symmetric sampling)."
+    ),
+    warmup_steps: Optional[int] = typer.Option(None, help="Environment steps before the first update (default 1000, at most a tenth of --online-steps)."),
+    exploration_noise: Optional[float] = typer.Option(
+        None, help="Gaussian action noise, in units of max_action (default 0.1); Gaussian actors (iql) sample their policy."
+    ),
+    eval_every: Optional[int] = typer.Option(None, help="Online steps between evaluations (default: the offline run's)."),
+    eval_episodes: Optional[int] = typer.Option(None, help="Episodes per evaluation (default: the offline run's)."),
+    final_eval_episodes: Optional[int] = typer.Option(
+        None, help="Episodes of the final evaluation and of step 0's (default: the offline run's)."
+    ),
+    checkpoint_every: Optional[int] = typer.Option(None, help="Online steps between checkpoints (default: every evaluation)."),
+    keep_checkpoints: Optional[int] = typer.Option(None, help="Checkpoints kept per folder, the newest (default: the offline run's)."),
+    out: Optional[Path] = typer.Option(None, help="Output folder (default: the offline runs' own, so each fine-tuning folder sits beside its run)."),
+    tag: Optional[str] = typer.Option(None, help="Folders are seed<K>-finetune+<TAG>: tells apart fine-tunings of one run."),
+    device: Optional[str] = typer.Option(None, help="cpu, cuda, cuda:N (default: the offline run's)."),
+    threads: Optional[int] = typer.Option(None, min=1, help="torch threads (use 1 beside other processes)."),
+) -> None:
+    """Fine-tune finished offline runs online, in their dataset's environment, with minibatches mixed from the
+    offline data and the online buffer; a learned constraint scale keeps adapting."""
+    from metaconstraint.config import ConfigError
+    from metaconstraint.finetune import FinetuneError, finetune_values
+    from metaconstraint.runs import ResumeError
+
+    options = {
+        "offline_fraction": offline_fraction, "warmup_steps": warmup_steps, "exploration_noise": exploration_noise,
+        "eval_every": eval_every, "eval_episodes": eval_episodes, "final_eval_episodes": final_eval_episodes,
+        "checkpoint_every": checkpoint_every, "keep_checkpoints": keep_checkpoints, "device": device, "threads": threads,
+    }
+    try:
+        values, members = finetune_values(run_dirs, online_steps, out, tag, **options)
+    except (ConfigError, FinetuneError, ResumeError) as error:
+        fail(str(error))
+    _train(values, resume=False, members=members)
 
 
 @app.command("evaluate")

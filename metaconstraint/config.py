@@ -32,6 +32,43 @@ TrackerName = Literal["tensorboard", "wandb", "mlflow"]
 TRACKERS: tuple[str, ...] = get_args(TrackerName)
 
 
+DEFAULT_WARMUP_STEPS = 1000
+
+
+class FinetuneSettings(BaseModel):
+    """Online fine-tuning of a finished offline run (:mod:`metaconstraint.finetune`): a run's
+    ``[finetune]`` table, absent from offline runs. The run's ``steps`` stay the offline run's, and
+    the updates continue its iteration count (schedules, the actor's and the scale's intervals)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    online_steps: int = Field(gt=0, description="Environment steps per member; one update follows each step after the warm-up.")
+    offline_fraction: float = Field(
+        0.5, ge=0, le=1,
+        description="Share of every minibatch drawn from the offline data, the rest from the online buffer "
+        "(symmetric sampling: one half, Ball et al. 2023).",
+    )
+    warmup_steps: int | None = Field(
+        None, ge=1, description="Environment steps collected before the first update (default 1000, at most a tenth of online_steps)."
+    )
+    exploration_noise: float = Field(
+        0.1, ge=0,
+        description="Std of the Gaussian noise on deterministic actions, in units of max_action (a Gaussian actor samples instead).",
+    )
+    offline_out: str = Field(".", description="The offline runs' output folder, relative to this run's (beside it: '.').")
+    offline_tag: str | None = Field(None, description="The offline run folders' tag (seed<K>-<tag>), if they have one.")
+
+    @model_validator(mode="after")
+    def _warmup_within_budget(self) -> "FinetuneSettings":
+        if self.warmup_steps is None:  # resolved here, so config.toml records the number used
+            self.warmup_steps = min(DEFAULT_WARMUP_STEPS, max(1, self.online_steps // 10))
+        if self.warmup_steps >= self.online_steps:
+            raise ValueError(
+                f"warmup_steps ({self.warmup_steps}) must be below online_steps ({self.online_steps}): nothing would be trained"
+            )
+        return self
+
+
 class RunConfig(BaseModel):
     """How a run is executed: data, budget, seeds, evaluation, output."""
 
@@ -85,6 +122,7 @@ class RunConfig(BaseModel):
     wandb_mode: Literal["offline", "online"] | None = Field(None, description="W&B mode (default offline: nothing leaves the machine).")
     wandb_project: str | None = Field(None, description="W&B project (default metaconstraint).")
     mlflow_tracking_uri: str | None = Field(None, description="MLflow tracking URI (default: a file store in each run folder's mlruns/).")
+    finetune: FinetuneSettings | None = Field(None, description="Set on runs that fine-tune an offline run online.")
 
     @field_validator("loggers", mode="before")
     @classmethod

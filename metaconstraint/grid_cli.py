@@ -73,16 +73,35 @@ def backend_command(backend: BackendName, address, cpus_per_run, gpus_per_run) -
     return command
 
 
+def finetune_labels(labels: list[str]) -> list[str]:
+    """The report labels of fine-tuned runs: ``aspc`` -> ``aspc (finetune)``, ``aspc (x)`` -> ``aspc (x+finetune)``."""
+    from metaconstraint.finetune import FINETUNE_TAG
+
+    return [f"{label[:-1]}+{FINETUNE_TAG})" if label.endswith(")") else f"{label} ({FINETUNE_TAG})" for label in labels]
+
+
 def run_and_report(cells, backend, out: Path, spec: dict, labels, dataset_names, rule: ScoreRule, k: int,
-                   bootstrap_samples: int, bootstrap_seed: int, pack: bool = False, max_members: int | None = None) -> None:
-    """Run a grid's cells on ``backend``, record them in ``grid.json`` and write the report."""
+                   bootstrap_samples: int, bootstrap_seed: int, pack: bool = False, max_members: int | None = None,
+                   finetune: int | None = None) -> None:
+    """Run a grid's cells on ``backend``, record them in ``grid.json`` and write the report.
+    ``finetune``: then fine-tune every finished run for that many online steps (one vectorised job per
+    algorithm and dataset), reported beside it as ``algorithm (finetune)``."""
     from metaconstraint.cli import EXIT_INTERRUPTED, console, fail
-    from metaconstraint.grid import GridInterrupted, run_grid, write_grid_record
+    from metaconstraint.finetune import FinetuneError
+    from metaconstraint.grid import GridInterrupted, finetune_cells, run_grid, write_grid_record
     from metaconstraint.ray_backend import RayBackendError
     from metaconstraint.report import RunResult, build_report, load_run
+    from metaconstraint.runs import ResumeError
 
     try:
         outcomes = run_grid(cells, console=console, backend=backend, pack=pack, max_members=max_members)
+        if finetune:
+            finished = [o.directory for o in outcomes if o.status in ("done", "skipped") and o.directory is not None]
+            console.print(f"fine-tuning {len(finished)} run(s) for {finetune:,} online steps each")
+            outcomes += run_grid(finetune_cells(finished, finetune, out), console=console, backend=backend, pack=True)
+            labels = [*labels, *finetune_labels(labels)]
+    except (FinetuneError, ResumeError) as error:
+        fail(str(error))
     except GridInterrupted as stopped:
         write_grid_record(out, stopped.outcomes, spec)
         unfinished = sum(o.status == "interrupted" for o in stopped.outcomes)
@@ -156,6 +175,11 @@ def compare(
     wandb_mode: Optional[WandbMode] = typer.Option(None, help="W&B: offline (default) or online."),
     wandb_project: Optional[str] = typer.Option(None, help="W&B project (default metaconstraint)."),
     mlflow_tracking_uri: Optional[str] = typer.Option(None, help="MLflow tracking URI (default: file store RUN_FOLDER/mlruns)."),
+    finetune: Optional[int] = typer.Option(
+        None, "--finetune", min=1, metavar="N",
+        help="Then fine-tune every run online for N environment steps (`metaconstraint finetune` defaults) and report "
+        "both: 'algorithm (finetune)' beside 'algorithm', with the learned scale through the switch (finetune.png).",
+    ),
     backend: BackendName = BACKEND_OPTION,
     address: Optional[str] = ADDRESS_OPTION,
     cpus_per_run: Optional[float] = CPUS_OPTION,
@@ -207,6 +231,7 @@ def compare(
         ("--steps", steps), ("--eval-every", eval_every), ("--eval-episodes", eval_episodes),
         ("--final-eval-episodes", final_eval_episodes), ("--device", device),
         ("--scale-lr-decay-steps", scale_lr_decay_steps), ("--tag", tag), ("--workers", workers), ("--out", out),
+        ("--finetune", finetune),
     ]:
         if value is not None:
             command += [flag, str(value)]
@@ -229,7 +254,8 @@ def compare(
         "final_score_rule": describe_rule(final_score_rule.value, final_score_k),
     }
     labels = [f"{name} ({tag})" for name in algorithms] if tag else algorithms
-    run_and_report(cells, runner, out, spec, labels, names, final_score_rule, final_score_k, bootstrap_samples, bootstrap_seed)
+    run_and_report(cells, runner, out, spec, labels, names, final_score_rule, final_score_k, bootstrap_samples, bootstrap_seed,
+                   finetune=finetune)
 
 
 def sweep(

@@ -26,6 +26,7 @@ from typing import Any, Iterable
 import numpy as np
 
 from metaconstraint import stats
+from metaconstraint.finetune_report import markdown_finetune, plot_switch
 from metaconstraint.grid_record import short_error
 from metaconstraint.suggest import unknown_name
 
@@ -39,6 +40,7 @@ PLOTS = {
     "aggregates": "aggregates.png",
     "profiles": "performance_profiles.png",
     "improvement": "improvement.png",
+    "finetune": "finetune.png",  # metaconstraint.finetune_report
 }
 
 
@@ -58,6 +60,7 @@ class RunResult:
     directory: Path | None = None
     error: str | None = None
     steps: int | None = None
+    offline: dict[str, Any] | None = None  # a fine-tuning run's offline run: its folder (relative), steps, score at step 0
 
 
 def describe_rule(rule: str, k: int | None = None) -> str:
@@ -117,6 +120,7 @@ def load_run(directory: Path, rule: str | None = None, k: int = 5) -> RunResult:
         scale_name=summary.get("scale_name"),
         directory=directory,
         steps=summary.get("steps"),
+        offline=summary.get("offline"),
     )
 
 
@@ -746,6 +750,7 @@ def build_report(
             labels={r.algorithm: f"{r.algorithm}: {r.scale_name}" for r in runs if r.scale_name},
         ),
     }
+    plots["finetune"] = plot_switch(runs, out / PLOTS["finetune"])
     if aggregates is not None:
         plots["aggregates"] = plot_aggregates(aggregates, out / PLOTS["aggregates"])
         plots["profiles"] = plot_profiles(aggregates, out / PLOTS["profiles"])
@@ -756,7 +761,7 @@ def build_report(
         else:
             files[name] = path
 
-    atomic_write_text(files["markdown"], markdown_report(table, aggregates, files, out, command, paired))
+    atomic_write_text(files["markdown"], markdown_report(table, aggregates, files, out, command, paired, markdown_finetune(runs)))
     atomic_write_text(files["csv"], csv_table(table))
     atomic_write_text(files["runs"], runs_csv(runs))
     if paired is not None:
@@ -776,8 +781,10 @@ def build_report(
 
 
 def markdown_report(
-    table: ScoreTable, aggregates, files: dict[str, Path], out: Path, command: list[str] | None, paired: PairedSection | None = None
+    table: ScoreTable, aggregates, files: dict[str, Path], out: Path, command: list[str] | None, paired: PairedSection | None = None,
+    finetune: str | None = None,
 ) -> str:
+    """results.md; ``finetune``: the fine-tuning section (:func:`~metaconstraint.finetune_report.markdown_finetune`)."""
     steps = table.steps
     base_rule = table.rule.split(" ")[0]
     lines = [
@@ -801,6 +808,8 @@ def markdown_report(
         lines += ["", markdown_aggregates(aggregates)]
     if paired is not None:
         lines += ["", markdown_paired(paired)]
+    if finetune is not None:
+        lines += ["", finetune]
     pictures = [(name, files[name]) for name in PLOTS if name in files]
     if pictures:
         lines += ["", "## Plots", ""]

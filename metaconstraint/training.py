@@ -137,6 +137,7 @@ class Trainer:
         """``members``: the run's members (seed, config values, tag), e.g. from
         :func:`~metaconstraint.members.expand_members`; default: seeds ``seed..seed+seeds-1`` of one config."""
         self.run = run
+        self.total_steps = run.steps  # the loop's steps (fine-tuning: its online steps)
         from metaconstraint.trackers import make_loggers
 
         self.loggers = list(loggers or []) + make_loggers(run)
@@ -161,10 +162,10 @@ class Trainer:
             raise RunFolderError(f"two members of this run would share a run folder: {[m.name for m in self.members]}.")
         for directory in self.directories:
             check_writable(directory)
-        transitions = data_module.preprocess_rewards(
-            data_module.load_transitions(self.dataset, reward_offset=run.reward_offset),
-            center=bool(run.reward_center), scale=run.reward_scale or 1.0,
-        )
+        loaded = data_module.load_transitions(self.dataset, reward_offset=run.reward_offset)
+        # what centring subtracts (preprocess_rewards' mean): fine-tuning treats online rewards alike
+        self.reward_mean = float(loaded.rewards.astype(np.float64).mean()) if run.reward_center and len(loaded.rewards) else 0.0
+        transitions = data_module.preprocess_rewards(loaded, center=bool(run.reward_center), scale=run.reward_scale or 1.0)
         if len(transitions.rewards) == 0:
             raise data_module.DatasetError(f"Dataset {self.dataset_id} holds no transitions: there is nothing to train on.")
         normalize = getattr(algorithm_config, "normalize_states", True)
@@ -188,6 +189,36 @@ class Trainer:
         ]
         self.last_checkpoint: int | None = None
         self.scale_name: str | None = None  # the learned scale's own name, known once fit() has a state
+
+    # ----------------------------------------------------------------------------- what a subclass changes
+    # (fine-tuning, metaconstraint.finetune: an environment step before each update, online data)
+    def _make_sampler(self) -> MemberSampler:
+        return MemberSampler(self.buffer, self.algorithm.batch_size, self.seeds)
+
+    def _initial_state(self) -> dict[str, Any]:
+        return self.algorithm.init_state(self.seeds)
+
+    def _begin(self, state) -> list[dict[str, Any]] | None:
+        """A fresh run's first metrics records, one per member, written before its first step (offline: none)."""
+        return None
+
+    def _iterate(self, state, sampler: MemberSampler, step: int):
+        """Step ``step`` of the loop: ``(state, metrics)``, with ``metrics`` ``None`` when nothing was trained."""
+        return self.algorithm.update(state, sampler, step)
+
+    def _add_to_rows(self, rows: list[dict[str, Any]]) -> None:
+        """Add to each member's metrics record (offline: nothing)."""
+
+    def _member_payload(self, k: int) -> dict[str, Any]:
+        """Member ``k``'s checkpoint entries beside the trainer's (offline: none)."""
+        return {}
+
+    def _restore_members(self, payloads: list[dict[str, Any]]) -> None:
+        """Restore what :meth:`_member_payload` saved."""
+
+    def _summary_extras(self, k: int, scores: list[dict[str, Any]]) -> dict[str, Any]:
+        """Member ``k``'s summary entries beside the trainer's (offline: none)."""
+        return {}
 
     # ----------------------------------------------------------------------------- evaluation
     def evaluate(self, state: dict[str, Any], episodes: int | None = None) -> np.ndarray:
@@ -235,6 +266,7 @@ class Trainer:
         }
         if self.member_sweep:  # which folders resume together, and each one's values
             payload["member_records"] = member_records(self.members)
+        payload.update(self._member_payload(k))
         return payload
 
     def _checkpoint(self, iteration: int, state, sampler: MemberSampler, logs: list[MetricsLog], timing, accumulator) -> None:
@@ -301,6 +333,7 @@ class Trainer:
             summary["final_score_k"] = self.run.final_score_k
         if scale is not None:
             summary["final_scale"], summary["scale_name"] = float(scale[k]), self.scale_name
+        summary.update(self._summary_extras(k, scores))
         return summary
 
     # ----------------------------------------------------------------------------- resuming
@@ -348,6 +381,7 @@ class Trainer:
             )
         sampler.set_state([p["sampler"] for p in payloads])
         set_global_rng_state(payloads[0]["rng"])
+        self._restore_members(payloads)
         accumulator = Accumulator.stacked([p["accumulator"] for p in payloads], self.device)
         self.last_checkpoint = step
         return step, state, logs, dict(payloads[0]["timing"]), accumulator
@@ -394,7 +428,7 @@ class Trainer:
 
     def _fit(self, resume: bool) -> list[dict[str, Any]]:
         run, algorithm = self.run, self.algorithm
-        sampler = MemberSampler(self.buffer, algorithm.batch_size, self.seeds)
+        sampler = self._make_sampler()
         restored = self._restore(sampler) if resume else None
         if restored is None:
             if resume:
@@ -403,7 +437,7 @@ class Trainer:
             np.random.seed(run.seed)
             random.seed(run.seed)
             self._write_start()
-            start, state = 0, algorithm.init_state(self.seeds)
+            start, state = 0, self._initial_state()
             logs = [MetricsLog(d) for d in self.directories]
             timing = {"iterations": 0, "train_seconds": 0.0, "wall_seconds": 0.0}
             accumulator = Accumulator()
@@ -426,6 +460,14 @@ class Trainer:
             self.progress(start, None, None)
         for logger in self.loggers:
             logger.start(self.member_resolved if self.member_sweep else self.resolved, self.seeds, self.directories)
+        first_rows = self._begin(state) if restored is None else None
+        if first_rows:
+            for k, row in enumerate(first_rows):
+                if "score" in row:
+                    scores[k].append({"step": row["step"], "score": row["score"]})
+            self._write_metrics(logs, first_rows)
+            for logger in self.loggers:
+                logger.log(first_rows)
 
         def clock(iteration: int) -> None:
             """Book the iterations since ``train_clock``: their compiling apart from their training."""
@@ -439,12 +481,13 @@ class Trainer:
             timing["wall_seconds"] = wall_before + time.perf_counter() - session_start
 
         with stop_on_signals() as stop:
-            for iteration in range(start + 1, run.steps + 1):
-                state, metrics = algorithm.update(state, sampler, iteration)
-                accumulator.add(metrics)
-                guard.observe(iteration, metrics, algorithm.constraint_scale(state))
-                evaluate_now = iteration % run.eval_every == 0 or iteration == run.steps
-                checkpoint_now = iteration % checkpoint_every == 0 or iteration == run.steps
+            for iteration in range(start + 1, self.total_steps + 1):
+                state, metrics = self._iterate(state, sampler, iteration)
+                if metrics is not None:
+                    accumulator.add(metrics)
+                    guard.observe(iteration, metrics, algorithm.constraint_scale(state))
+                evaluate_now = iteration % run.eval_every == 0 or iteration == self.total_steps
+                checkpoint_now = iteration % checkpoint_every == 0 or iteration == self.total_steps
                 if iteration % run.log_every == 0 or evaluate_now or checkpoint_now:
                     clock(iteration)
                     means = accumulator.drain()
@@ -459,9 +502,10 @@ class Trainer:
                         if scale_values is not None:
                             row[scale_key] = float(scale_values[k])
                         rows.append(row)
+                    self._add_to_rows(rows)
                     last_score = None
                     if evaluate_now:
-                        final = iteration == run.steps
+                        final = iteration == self.total_steps
                         normalized = self.evaluate(state, run.final_eval_episodes if final else None)
                         for k, row in enumerate(rows):
                             row["score"] = float(normalized[k].mean())
@@ -505,7 +549,7 @@ class Trainer:
             self._checkpoint(iteration, state, sampler, logs, timing, accumulator)
         name = signal.Signals(signal_number).name
         raise TrainingInterrupted(
-            f"{name}: stopped at iteration {iteration:,} of {self.run.steps:,} and saved a checkpoint.",
+            f"{name}: stopped at iteration {iteration:,} of {self.total_steps:,} and saved a checkpoint.",
             iteration,
             signal_number,
             self.directories,

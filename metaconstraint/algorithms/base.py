@@ -104,6 +104,16 @@ class Algorithm(ABC):
     def act(self, state: dict[str, Any], observations: Tensor) -> Tensor:
         """Deterministic actions ``(M, E, A)`` for normalised observations ``(M, E, obs_dim)``."""
 
+    @torch.no_grad()
+    def explore(self, state: dict[str, Any], observations: Tensor, noise_std: float, sampler: MemberSampler) -> Tensor:
+        """Actions for collecting data online, ``(M, E, A)``: the deterministic action plus Gaussian
+        noise of std ``noise_std * max_action`` (TD3's exploration), clipped to the action bounds.
+        The noise comes from each member's own generator in ``sampler``."""
+        actions = self.act(state, observations)
+        max_action = self.spec.max_action
+        noise = sampler.normal(*actions.shape[1:]) * (noise_std * max_action)
+        return (actions + noise).clamp(-max_action, max_action)
+
     def constraint_scale(self, state: dict[str, Any]) -> Tensor | None:
         """The learned constraint scale ``(M,)`` (ASPC's alpha), or ``None`` for fixed-scale methods."""
         if self.scale is None or not self.scale.learned:

@@ -55,7 +55,7 @@ from metaconstraint.algorithms.td3 import critic_loss, gradient_step, polyak_upd
 from metaconstraint.engine import adam, cosine_decay, detach_tree
 from metaconstraint.objectives import build_objective
 from metaconstraint.objectives.awr import MAX_WEIGHT
-from metaconstraint.rl.networks import dropout_masks, gaussian_actor, init_members, twin_critic, value_network
+from metaconstraint.rl.networks import LOG_STD_MAX, LOG_STD_MIN, dropout_masks, gaussian_actor, init_members, twin_critic, value_network
 
 
 def expectile_loss(differences: Tensor, expectile: float) -> Tensor:
@@ -187,3 +187,11 @@ class IQL(Algorithm):
     @torch.no_grad()
     def act(self, state, observations):
         return self.actor.apply(state["actor"], observations)
+
+    @torch.no_grad()
+    def explore(self, state, observations, noise_std, sampler):
+        """A sample of the Gaussian policy, clipped to the action bounds (IQL's online recipe; ``noise_std`` is unused)."""
+        means = self.act(state, observations)
+        std = state["actor"]["log_std"].clamp(LOG_STD_MIN, LOG_STD_MAX).exp().unsqueeze(1)
+        max_action = self.spec.max_action
+        return (means + std * sampler.normal(*means.shape[1:])).clamp(-max_action, max_action)

@@ -17,7 +17,7 @@ Modules: ``events`` (the backend protocol and its events), ``cells`` (cells, run
 display) and ``driver`` (:func:`run_grid`).
 """
 
-from metaconstraint.grid.cells import PACKED, cell_directory, cell_name, dataset_id, expand_grid, pack_cells
+from metaconstraint.grid.cells import PACKED, cell_directory, cell_name, dataset_id, expand_grid, finetune_cells, pack_cells
 from metaconstraint.grid.driver import CellOutcome, GridInterrupted, run_grid, write_grid_record
 from metaconstraint.grid.events import Backend, CellResult, GridEvent, JobFinished, JobProgress, JobStarted
 from metaconstraint.grid.local import LocalBackend, available_cores
@@ -40,6 +40,7 @@ __all__ = [
     "dataset_id",
     "execute_cell",
     "expand_grid",
+    "finetune_cells",
     "pack_cells",
     "run_cell",
     "run_grid",

@@ -45,6 +45,24 @@ def expand_grid(
     return cells
 
 
+def cell_steps(values: dict[str, Any]) -> int:
+    """The steps a cell's loop runs: its iterations, or a fine-tuning cell's online steps."""
+    finetune = values.get("finetune")
+    return int(finetune["online_steps"]) if finetune else int(values.get("steps", 1_000_000))
+
+
+def finetune_cells(offline_dirs: list[Path], online_steps: int, out: Path) -> list[dict[str, Any]]:
+    """One fine-tuning cell (``seeds = 1``) per finished offline run folder, written below ``out``
+    (:func:`metaconstraint.finetune.finetune_values`)."""
+    from metaconstraint.finetune import finetune_values
+
+    cells = []
+    for directory in offline_dirs:
+        values, _ = finetune_values([directory], online_steps, out)
+        cells.append({**values, "out": str(out)})
+    return cells
+
+
 def cell_name(values: dict[str, Any]) -> str:
     tag = f"-{values['tag']}" if values.get("tag") else ""
     return f"{values['algorithm']} {values['dataset']} seed{values['seed']}{tag}"

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from metaconstraint.grid.cells import PACKED, cell_directory, cell_name, dataset_id, pack_cells
+from metaconstraint.grid.cells import PACKED, cell_directory, cell_name, cell_steps, dataset_id, pack_cells
 from metaconstraint.grid.display import GridDisplay, report_prechecked
 from metaconstraint.grid.events import Backend, JobFinished, JobProgress, JobStarted
 from metaconstraint.grid.local import LocalBackend
@@ -68,9 +68,9 @@ def _finished(values: dict[str, Any]) -> CellOutcome | None:
         return None
     summary = read_json(directory / "summary.json")
     note = None
-    if summary.get("steps") != values.get("steps", summary.get("steps")):
+    if "steps" in values and summary.get("steps") != cell_steps(values):
         note = (
-            f"finished earlier with {summary.get('steps')} iterations (this grid asks for {values['steps']}); "
+            f"finished earlier with {summary.get('steps')} steps (this grid asks for {cell_steps(values)}); "
             "kept: remove its folder or use another --out to train it again."
         )
     return CellOutcome(values, "skipped", directory, summary, note=note)
@@ -122,7 +122,7 @@ def run_grid(
     if len(groups) < len(pending):
         console.print(f"{len(pending)} run(s) packed into {len(groups)} vectorised job(s) (members = values x seeds)")
     console.print(backend.plan(len(groups)))
-    steps = {i: int(cells[i].get("steps", 1_000_000)) for i in jobs}
+    steps = {i: cell_steps(cells[i]) for i in jobs}
     where: dict[int, str] = {}
 
     def job_values(group: list[int]) -> dict[str, Any]:

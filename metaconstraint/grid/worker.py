@@ -38,8 +38,8 @@ def run_cell(values: dict[str, Any], progress: ProgressFn | None = None) -> dict
     stale checkpoints are removed and it starts afresh. Errors propagate to the caller.
     """
     from metaconstraint.config import build_configs, resolved_config
+    from metaconstraint.finetune import make_trainer
     from metaconstraint.runs import checkpoint_paths, read_json
-    from metaconstraint.training import Trainer
 
     if values.get("seeds", 1) != 1:
         raise ValueError(f"a grid cell trains one seed, not seeds={values['seeds']}.")
@@ -47,7 +47,7 @@ def run_cell(values: dict[str, Any], progress: ProgressFn | None = None) -> dict
     directory = cell_directory(values)
     if directory is not None and (directory / "summary.json").exists():
         return read_json(directory / "summary.json")
-    trainer = Trainer(run, algorithm_config, progress=progress)
+    trainer = make_trainer(run, algorithm_config, progress=progress)
     directory = trainer.directories[0]
     expected = {**resolved_config(run, algorithm_config), "seed": run.seed, "seeds": 1, "dataset": trainer.dataset_id}
     resume = bool(checkpoint_paths(directory)) and _same_config(directory, expected)
@@ -65,13 +65,13 @@ def run_packed(cells: list[dict[str, Any]], progress: ProgressFn | None = None) 
     from metaconstraint.members import Member, member_records
     from metaconstraint.runs import checkpoint_paths
     from metaconstraint.checkpoint import newest_header
-    from metaconstraint.training import Trainer
+    from metaconstraint.finetune import make_trainer
 
     fields = [f for f in algorithm_class(cells[0]["algorithm"]).member_fields if f in cells[0]]
     base = {k: v for k, v in cells[0].items() if k not in fields and k != "tag"}
     run, algorithm_config = build_configs(base, source=f"grid cells {cell_name(cells[0])} and {len(cells) - 1} more")
     members = [Member(int(c["seed"]), {f: c[f] for f in fields}, c.get("tag")) for c in cells]
-    trainer = Trainer(run, algorithm_config, progress=progress, members=members)
+    trainer = make_trainer(run, algorithm_config, progress=progress, members=members)
     records = member_records(members) if trainer.member_sweep else None
     resume = all(
         checkpoint_paths(d) and _same_config(d, expected) and (newest_header(d) or {}).get("member_records") == records

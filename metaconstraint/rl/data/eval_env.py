@@ -9,15 +9,16 @@ from metaconstraint.rl.data.info import dataset_info
 from metaconstraint.rl.data.loading import CombinedDataset, as_dataset
 
 
-def make_eval_env(dataset, num_envs: int = 1) -> gym.vector.SyncVectorEnv:
+def make_eval_env(dataset, num_envs: int = 1, autoreset: bool = True) -> gym.vector.SyncVectorEnv:
     """``num_envs`` copies of the dataset's evaluation env (its ``eval_env_spec``, with that horizon);
-    Dict observations are flattened as in the transitions. A combined dataset evaluates in its first part's."""
+    Dict observations are flattened as in the transitions. A combined dataset evaluates in its first part's.
+    ``autoreset=False``: ended environments wait for ``reset(options={"reset_mask": ...})`` (online episodes)."""
     from metaconstraint.rl.observations import FlattenObservation
 
     dataset = as_dataset(dataset)
     if isinstance(dataset, CombinedDataset):
         dataset_info(dataset)  # the parts must agree
-        return make_eval_env(dataset.parts[0], num_envs)
+        return make_eval_env(dataset.parts[0], num_envs, autoreset)
     if num_envs < 1:
         raise ValueError(f"num_envs must be at least 1, got {num_envs}")
 
@@ -26,7 +27,8 @@ def make_eval_env(dataset, num_envs: int = 1) -> gym.vector.SyncVectorEnv:
         return FlattenObservation(env) if isinstance(env.observation_space, gym.spaces.Dict) else env
 
     try:
-        return gym.vector.SyncVectorEnv([make for _ in range(num_envs)])
+        mode = gym.vector.AutoresetMode.NEXT_STEP if autoreset else gym.vector.AutoresetMode.DISABLED
+        return gym.vector.SyncVectorEnv([make for _ in range(num_envs)], autoreset_mode=mode)
     except (gym.error.Error, ValueError, ImportError, AttributeError) as error:
         raise DatasetError(
             f"The evaluation environment of dataset {dataset.id} cannot be created ({error}). Check that "
