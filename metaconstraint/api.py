@@ -5,6 +5,7 @@
 >>> summary = experiment.fit()[0]              # trains, evaluates, writes the run folder(s)
 >>> experiment.evaluate(episodes=5)            # (seeds, episodes) D4RL-normalised scores
 >>> experiment.history("scale")                # [(step, value), ...] of the first seed's learned scale
+>>> experiment.finetune(online_steps=10_000)    # then online, in the dataset's environment
 
 Options are the flat keys of a run's ``config.toml`` (``steps``, ``seeds``, ``eval_every``,
 ``outer_losses``, ``objective``, ``scale_lr``, ...), validated exactly as on the command line.
@@ -62,6 +63,16 @@ class Experiment:
         self.summaries = self.trainer.fit(resume=resume)
         self.state = self.trainer.state
         return self.summaries
+
+    def finetune(self, online_steps: int, **options: Any) -> list[dict[str, Any]]:
+        """Fine-tune the trained runs online for ``online_steps`` environment steps each
+        (:mod:`metaconstraint.finetune`; ``options``: ``offline_fraction``, ``warmup_steps``,
+        ``exploration_noise``, ``eval_every``, ``out``, ``tag``, ...). Returns one summary per seed;
+        the fine-tuning folders are ``seed<K>-finetune`` beside the offline ones."""
+        from metaconstraint.finetune import finetune_runs
+
+        self._trained()
+        return finetune_runs(self.directories, online_steps, **options)
 
     def evaluate(self, episodes: int | None = None) -> np.ndarray:
         """D4RL-normalised scores ``(seeds, episodes)`` of the trained policies on seeded episodes."""

@@ -30,7 +30,7 @@ import numpy as np
 import torch
 
 from metaconstraint.checkpoint import checked_state, read_checkpoint
-from metaconstraint.config import FinetuneSettings, RunConfig, build_configs
+from metaconstraint.config import RunConfig, build_configs
 from metaconstraint.members import Member, join_tags
 from metaconstraint.rl import data as data_module
 from metaconstraint.rl.online import Episodes, MixedSampler, OnlineBuffer, ReplayMismatch
@@ -45,7 +45,8 @@ from metaconstraint.runs import (
 from metaconstraint.training import Trainer
 
 FINETUNE_TAG = "finetune"
-RUN_KEYS_OF_FINETUNING = ("eval_every", "eval_episodes", "final_eval_episodes", "log_every", "checkpoint_every",
+SETTINGS_OPTIONS = ("offline_fraction", "warmup_steps", "exploration_noise")  # of FinetuneSettings: the rest are derived
+ONLINE_RUN_OPTIONS = ("eval_every", "eval_episodes", "final_eval_episodes", "log_every", "checkpoint_every",
                           "keep_checkpoints", "device", "threads", "compile", "gemm", "loggers", "wandb_mode",
                           "wandb_project", "mlflow_tracking_uri")
 
@@ -100,11 +101,11 @@ def finetune_values(
     seeds = [int(v.get("seed", 0)) for v in offline]
     if len(set(seeds)) != len(seeds):
         raise FinetuneError(f"the same seed is given twice ({seeds}): give each offline run folder once.")
-    unknown = sorted(set(options) - set(RUN_KEYS_OF_FINETUNING) - set(FinetuneSettings.model_fields))
+    unknown = sorted(set(options) - set(ONLINE_RUN_OPTIONS) - set(SETTINGS_OPTIONS))
     if unknown:
         raise FinetuneError(f"unknown fine-tuning option(s): {', '.join(unknown)}.")
-    settings = {k: v for k, v in options.items() if k in FinetuneSettings.model_fields and v is not None}
-    run_options = {k: v for k, v in options.items() if k in RUN_KEYS_OF_FINETUNING and v is not None}
+    settings = {k: v for k, v in options.items() if k in SETTINGS_OPTIONS and v is not None}
+    run_options = {k: v for k, v in options.items() if k in ONLINE_RUN_OPTIONS and v is not None}
     offline_out = Path(first["out"])
     finetune_out = Path(out).resolve() if out is not None else offline_out
     settings.update(online_steps=online_steps, offline_out=os.path.relpath(offline_out, finetune_out))
@@ -221,6 +222,15 @@ class FineTuner(Trainer):
         if scores and scores[0]["step"] == 0:
             offline["score"] = scores[0]["score"]
         return {"online_steps": self.total_steps, "offline": offline}
+
+
+def finetune_runs(run_dirs: list[Path], online_steps: int, out: Path | None = None, tag: str | None = None,
+                  resume: bool = False, **options: Any) -> list[dict[str, Any]]:
+    """Fine-tune finished offline runs (the CLI's ``finetune``) and return one summary per seed.
+    ``options``: as :func:`finetune_values`; ``resume`` continues an interrupted fine-tuning."""
+    values, members = finetune_values(run_dirs, online_steps, out, tag, **options)
+    run, algorithm_config = build_configs(values, source="fine-tuning options")
+    return FineTuner(run, algorithm_config, members=members, notify=lambda message: None).fit(resume=resume)
 
 
 def make_trainer(run: RunConfig, algorithm_config, **options: Any) -> Trainer:

@@ -15,7 +15,8 @@ The loop leans on three neighbours:
   and stop (:class:`TrainingInterrupted`).
 
 A learned scale is logged under its own name, ``scale/alpha`` or ``scale/beta`` (the metric), and
-``final_scale`` with ``scale_name`` (the summary).
+``final_scale`` with ``scale_name`` (the summary; also ``final_alpha``, the shared conventions' name,
+whatever the scale is called).
 """
 
 from __future__ import annotations
@@ -333,6 +334,7 @@ class Trainer:
             summary["final_score_k"] = self.run.final_score_k
         if scale is not None:
             summary["final_scale"], summary["scale_name"] = float(scale[k]), self.scale_name
+            summary["final_alpha"] = float(scale[k])  # the shared conventions' name for the learned scale (alpha or beta)
         summary.update(self._summary_extras(k, scores))
         return summary
 

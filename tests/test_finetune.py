@@ -153,6 +153,16 @@ def test_compare_fine_tunes_every_run_and_reports_offline_and_fine_tuned_side_by
     assert {p: p.stat().st_mtime_ns for p in tmp_path.rglob("summary.json")} == before  # finished runs are skipped, both kinds
 
 
+def test_the_python_api_fine_tunes_what_it_trained(tmp_path, simulated_root):
+    from metaconstraint import Experiment
+
+    experiment = Experiment("td3bc", DATASET, steps=20, eval_every=20, eval_episodes=1, out=str(tmp_path))
+    experiment.fit()
+    summaries = experiment.finetune(30, eval_every=30, eval_episodes=1)
+    assert [s["online_steps"] for s in summaries] == [30]
+    assert (tmp_path / "td3bc" / FOLDER / "seed0-finetune" / "summary.json").is_file()
+
+
 # ----------------------------------------------------------------------------- bad input
 @pytest.mark.parametrize(
     "options, message",
