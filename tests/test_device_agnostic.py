@@ -123,3 +123,35 @@ def test_the_sampler_draws_on_the_buffer_device():
     assert batch["observations"].shape == (2, 8, OBS) and noise.shape == (2, ACT) and uniform.shape == (2, 4)
     with pytest.raises(AssertionError, match="without a device"), ExplicitDevice():
         torch.zeros(3)
+
+
+@pytest.mark.parametrize("name", sorted(ALGORITHMS))
+def test_exploring_online_creates_no_cpu_tensor(name):
+    cls = ALGORITHMS[name]
+    algorithm = cls(cls.Config(), ProblemSpec(OBS, ACT, 1.0, 1000), MEMBERS, META)
+    state = algorithm.init_state(list(range(MEMBERS)))
+    actions = algorithm.explore(state, torch.empty(MEMBERS, 1, OBS, device=META), 0.1, MetaSampler(algorithm.batch_size))
+    assert actions.shape == (MEMBERS, 1, ACT) and actions.device == META
+
+
+def test_the_online_buffer_and_the_mixed_sampler_work_on_the_buffer_device():
+    import numpy as np
+    from types import SimpleNamespace
+
+    from metaconstraint.rl.buffer import OfflineBuffer, StateNormalizer
+    from metaconstraint.rl.online import MixedSampler, OnlineBuffer
+
+    rng = np.random.default_rng(0)
+    data = SimpleNamespace(**{name: rng.standard_normal((50, *dims), dtype=np.float32) for name, dims in (
+        ("observations", (OBS,)), ("actions", (ACT,)), ("rewards", ()), ("next_observations", (OBS,)),
+        ("next_actions", (ACT,)), ("terminals", ()))})
+    normalizer = StateNormalizer.identity(OBS)
+    online = OnlineBuffer(MEMBERS, 10, OBS, ACT, normalizer, "cpu")
+    sampler = MixedSampler(OfflineBuffer(data, normalizer), online, 8, [0, 1], 0.5)
+    with ExplicitDevice():
+        for ended in (False, True):
+            online.complete(np.zeros((MEMBERS, ACT)))
+            online.add(np.zeros((MEMBERS, OBS)), np.zeros((MEMBERS, ACT)), np.zeros(MEMBERS), np.zeros((MEMBERS, OBS)),
+                       np.zeros(MEMBERS), np.array([ended] * MEMBERS))
+        batch = sampler.sample()
+    assert batch["observations"].shape == (MEMBERS, 8, OBS) and online.sizes == [2, 2]
