@@ -429,6 +429,9 @@ def finetune_command(
     tag: Optional[str] = typer.Option(None, help="Folders are seed<K>-finetune+<TAG>: tells apart fine-tunings of one run."),
     device: Optional[str] = typer.Option(None, help="cpu, cuda, cuda:N (default: the offline run's)."),
     threads: Optional[int] = typer.Option(None, min=1, help="torch threads (use 1 beside other processes)."),
+    logger: Optional[list[Tracker]] = typer.Option(
+        None, "--logger", help="Also log to a tracker (repeatable): tensorboard, wandb (offline by default), mlflow (default: the offline run's)."
+    ),
 ) -> None:
     """Fine-tune finished offline runs online, in their dataset's environment, with minibatches mixed from the
     offline data and the online buffer; a learned constraint scale keeps adapting."""
@@ -440,6 +443,7 @@ def finetune_command(
         "offline_fraction": offline_fraction, "warmup_steps": warmup_steps, "exploration_noise": exploration_noise,
         "eval_every": eval_every, "eval_episodes": eval_episodes, "final_eval_episodes": final_eval_episodes,
         "checkpoint_every": checkpoint_every, "keep_checkpoints": keep_checkpoints, "device": device, "threads": threads,
+        **tracker_values(logger, None, None, None),
     }
     try:
         values, members = finetune_values(run_dirs, online_steps, out, tag, **options)

@@ -145,7 +145,7 @@ class TrackerLogger:
             configs = config if isinstance(config, list) else [{**config, "seed": seed, "seeds": 1} for seed in seeds]
             for seed, member_config, directory, record in zip(seeds, configs, self.directories, self.records):
                 handle, record["run_id"] = self._open(member_config, seed, directory, record.get("run_id"))
-                record.setdefault("step", 0)
+                record.setdefault("step", -1)  # nothing sent yet: a fine-tuning run logs step 0
                 self.handles.append(handle)
                 self._save(directory, record)
 

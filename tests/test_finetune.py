@@ -3,6 +3,7 @@ and a learned scale keeps following its meta-gradient through the switch."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 from pathlib import Path
 
@@ -161,6 +162,24 @@ def test_the_python_api_fine_tunes_what_it_trained(tmp_path, simulated_root):
     summaries = experiment.finetune(30, eval_every=30, eval_episodes=1)
     assert [s["online_steps"] for s in summaries] == [30]
     assert (tmp_path / "td3bc" / FOLDER / "seed0-finetune" / "summary.json").is_file()
+
+
+@pytest.mark.skipif(importlib.util.find_spec("tensorboard") is None, reason="pip install -e '.[tensorboard]'")
+def test_trackers_get_the_fine_tuning_records_from_step_0(offline_runs, tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    result = finetune(offline_runs["iql"], "--online-steps", "120", "--warmup-steps", "10", "--eval-every", "60",
+                      "--eval-episodes", "1", "--out", str(tmp_path), "--logger", "tensorboard")
+    assert result.exit_code == 0, result.output
+    folder = tmp_path / "iql" / FOLDER / "seed0-finetune"
+    events = EventAccumulator(str(folder / "tensorboard"), size_guidance={"scalars": 0})
+    events.Reload()
+    for name in ("score", "online_score", "critic_loss"):
+        written = [(r["step"], r[name]) for r in metrics(folder) if name in r]
+        logged = [(e.step, e.value) for e in events.Scalars(name)]
+        assert written and [step for step, _ in logged] == [step for step, _ in written], name
+        assert [value for _, value in logged] == pytest.approx([value for _, value in written], rel=1e-6), name
+    assert metrics(folder)[0]["step"] == 0
 
 
 # ----------------------------------------------------------------------------- bad input
