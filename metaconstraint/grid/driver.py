@@ -68,9 +68,10 @@ def _finished(values: dict[str, Any]) -> CellOutcome | None:
         return None
     summary = read_json(directory / "summary.json")
     note = None
+    unit = "online steps" if values.get("finetune") else "iterations"
     if "steps" in values and summary.get("steps") != cell_steps(values):
         note = (
-            f"finished earlier with {summary.get('steps')} steps (this grid asks for {cell_steps(values)}); "
+            f"finished earlier with {summary.get('steps')} {unit} (this grid asks for {cell_steps(values)}); "
             "kept: remove its folder or use another --out to train it again."
         )
     return CellOutcome(values, "skipped", directory, summary, note=note)
