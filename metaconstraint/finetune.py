@@ -51,8 +51,16 @@ ONLINE_RUN_OPTIONS = ("eval_every", "eval_episodes", "final_eval_episodes", "log
                           "wandb_project", "mlflow_tracking_uri")
 
 
-class FinetuneError(ValueError):
+class FinetuneError(ResumeError):
     """Offline runs that cannot be fine-tuned, or settings that cannot be used; the message says why."""
+
+
+def final_checkpoint(run_dir: Path, steps: int) -> Path:
+    """The checkpoint of an offline run's final iteration, which fine-tuning continues from."""
+    paths = checkpoint_paths(run_dir)
+    if not paths or checkpoint_step(paths[-1]) != steps:
+        raise FinetuneError(f"{run_dir} has no checkpoint of its final iteration ({steps:,}): fine-tuning continues from it.")
+    return paths[-1]
 
 
 def _finished_offline_run(run_dir: Path) -> dict[str, Any]:
@@ -64,11 +72,7 @@ def _finished_offline_run(run_dir: Path) -> dict[str, Any]:
         raise FinetuneError(
             f"{run_dir} has not finished (no summary.json): finish it first with `metaconstraint resume {run_dir}`."
         )
-    paths = checkpoint_paths(run_dir)
-    if not paths or checkpoint_step(paths[-1]) != int(values["steps"]):
-        raise FinetuneError(
-            f"{run_dir} has no checkpoint of its final iteration ({int(values['steps']):,}): fine-tuning continues from it."
-        )
+    final_checkpoint(run_dir, int(values["steps"]))
     return values
 
 
@@ -134,9 +138,6 @@ class FineTuner(Trainer):
         members = len(self.seeds)
         self.online = OnlineBuffer(members, self.total_steps, self.info.observation_dim, self.info.action_dim, self.normalizer, self.device)
         self.episodes = Episodes(data_module.make_eval_env(self.dataset, members, autoreset=False), self.seeds)
-        offset = run.reward_offset if run.reward_offset is not None else self.info.reward_offset
-        self.reward_shift = offset - self.reward_mean  # online rewards get the offline data's preprocessing
-        self.reward_factor = run.reward_scale or 1.0
         self.online_returns: list[list[float]] = [[] for _ in self.seeds]  # episodes ended since the last record
 
     # ----------------------------------------------------------------------------- the hooks
@@ -147,10 +148,7 @@ class FineTuner(Trainer):
         """The offline runs' final states (networks, optimiser and meta states)."""
         payloads = []
         for directory in self.offline_dirs:
-            paths = checkpoint_paths(directory)
-            if not paths or checkpoint_step(paths[-1]) != self.run.steps:
-                raise ResumeError(f"the offline run {directory} has no checkpoint of its final iteration ({self.run.steps:,}).")
-            payload = read_checkpoint(paths[-1])
+            payload = read_checkpoint(final_checkpoint(directory, self.run.steps))
             saved = payload["normalizer"]
             if not (torch.equal(saved["mean"], self.normalizer.mean.cpu()) and torch.equal(saved["std"], self.normalizer.std.cpu())):
                 raise ResumeError(
@@ -180,7 +178,7 @@ class FineTuner(Trainer):
         actions = actions[:, 0].cpu().numpy()
         self.online.complete(actions)
         taken = self.episodes.step(actions)
-        rewards = self.reward_factor * (taken["rewards"] + self.reward_shift)
+        rewards = self.reward_scale * (taken["rewards"] + self.reward_offset - self.reward_mean)  # as the offline data's
         self.online.add(taken["observations"], taken["actions"], rewards, taken["next_observations"], taken["terminals"], taken["episode_over"])
         for k, episode_return in taken["finished"]:
             self.online_returns[k].append(episode_return)

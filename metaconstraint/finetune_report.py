@@ -26,25 +26,27 @@ def finetuned(runs: list) -> list:
     return [r for r in runs if r.status == "done" and r.offline is not None and r.directory is not None]
 
 
-def _trajectory(run, key: str) -> list[tuple[int, float]]:
-    """``[(x, value)]`` of metric ``key`` (``"scale"``: the learned scale) over the offline run, then the online steps."""
-    name = scale_metric(run.scale_name or "alpha") if key == "scale" else key
+def records_through_switch(run) -> list[tuple[int, dict[str, Any]]]:
+    """``[(x, metrics record)]`` of the offline run up to the switch (where the online step 0, on the
+    final-evaluation episodes, takes over), then of the online steps."""
     offline_dir = (run.directory / run.offline["run"]).resolve()
     offline_steps = int(run.offline["steps"])
     points = []
-    if offline_dir.is_dir():  # up to the switch, where the online step 0 (on the final-evaluation episodes) takes over
-        points += [(int(r["step"]), float(r[name])) for r in read_metrics(offline_dir, run.scale_name)
-                   if r.get(name) is not None and int(r["step"]) < offline_steps]
-    points += [(offline_steps + int(r["step"]), float(r[name])) for r in read_metrics(run.directory, run.scale_name) if r.get(name) is not None]
-    return points
+    if offline_dir.is_dir():
+        points += [(int(r["step"]), r) for r in read_metrics(offline_dir, run.scale_name) if int(r["step"]) < offline_steps]
+    return points + [(offline_steps + int(r["step"]), r) for r in read_metrics(run.directory, run.scale_name)]
 
 
-def switch_curves(runs: list, key: str) -> dict[tuple[str, str], tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]:
-    """``(dataset, label) -> (x, median, min, max)`` over seeds of ``key`` through the switch."""
+def switch_curves(runs: list, key: str, records: dict | None = None) -> dict[tuple[str, str], tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]:
+    """``(dataset, label) -> (x, median, min, max)`` over seeds of metric ``key`` (``"scale"``: the
+    learned scale) through the switch; ``records``: :func:`records_through_switch` by run folder, if read already."""
     grouped: dict[tuple[str, str], dict[int, list[float]]] = defaultdict(lambda: defaultdict(list))
     for run in finetuned(runs):
-        for x, value in _trajectory(run, key):
-            grouped[(run.dataset, run.algorithm)][x].append(value)
+        name = scale_metric(run.scale_name or "alpha") if key == "scale" else key
+        points = records[run.directory] if records is not None else records_through_switch(run)
+        for x, record in points:
+            if record.get(name) is not None:
+                grouped[(run.dataset, run.algorithm)][x].append(float(record[name]))
     curves = {}
     for cell, by_x in grouped.items():
         xs = np.array(sorted(by_x))
@@ -68,10 +70,11 @@ def plot_switch(runs: list, path: Path) -> Path | None:
     datasets = sorted({r.dataset for r in runs})
     labels = sorted({r.algorithm for r in runs})
     colors = {label: colormaps["tab10"](i % 10) for i, label in enumerate(labels)}
+    records = {run.directory: records_through_switch(run) for run in runs}  # each metrics file read once
     figure = Figure(figsize=(4.6 * len(datasets), 3.2 * len(rows)), layout="constrained")
     axes = figure.subplots(len(rows), len(datasets), squeeze=False)
     for row, (key, ylabel) in enumerate(rows):
-        curves = switch_curves(runs, key)
+        curves = switch_curves(runs, key, records)
         for column, dataset in enumerate(datasets):
             axis = axes[row, column]
             for label in labels:

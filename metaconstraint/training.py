@@ -163,10 +163,12 @@ class Trainer:
             raise RunFolderError(f"two members of this run would share a run folder: {[m.name for m in self.members]}.")
         for directory in self.directories:
             check_writable(directory)
-        loaded = data_module.load_transitions(self.dataset, reward_offset=run.reward_offset)
-        # what centring subtracts (preprocess_rewards' mean): fine-tuning treats online rewards alike
-        self.reward_mean = float(loaded.rewards.astype(np.float64).mean()) if run.reward_center and len(loaded.rewards) else 0.0
-        transitions = data_module.preprocess_rewards(loaded, center=bool(run.reward_center), scale=run.reward_scale or 1.0)
+        # training reward = scale * (r + offset - mean), kept so that online rewards (fine-tuning) get the same
+        self.reward_offset = run.reward_offset if run.reward_offset is not None else self.info.reward_offset
+        loaded = data_module.load_transitions(self.dataset, reward_offset=self.reward_offset)
+        self.reward_mean = data_module.reward_mean(loaded) if run.reward_center else 0.0
+        self.reward_scale = run.reward_scale or 1.0
+        transitions = data_module.preprocess_rewards(loaded, center=bool(run.reward_center), scale=self.reward_scale)
         if len(transitions.rewards) == 0:
             raise data_module.DatasetError(f"Dataset {self.dataset_id} holds no transitions: there is nothing to train on.")
         normalize = getattr(algorithm_config, "normalize_states", True)

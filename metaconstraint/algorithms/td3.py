@@ -180,17 +180,15 @@ class TD3Phases:
         self.algorithm = algorithm
         self.scale = algorithm.scale
         self.critic = critic_phase
-        self.first_order_actor = self.first_order_actor_phase
-        self.meta = self.meta_phase
 
-    def first_order_actor_phase(self, state, batch) -> dict[str, Tensor]:
+    def first_order_actor(self, state, batch) -> dict[str, Tensor]:
         """The first-order actor step at the scale's current value, and the target updates."""
         algorithm = self.algorithm
         metrics = self.scale.actor_step(algorithm.problem, state, batch, algorithm.frozen_inputs(state), None)
         algorithm.td3.update_targets(state)
         return metrics
 
-    def meta_phase(self, state, batch) -> dict[str, Tensor]:
+    def meta(self, state, batch) -> dict[str, Tensor]:
         """A meta-iteration's actor phase as one compilable graph: the bilevel actor step (nested
         ``torch.func.grad``), the meta-update and the target updates."""
         algorithm = self.algorithm

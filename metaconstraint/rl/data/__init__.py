@@ -32,7 +32,7 @@ from metaconstraint.rl.data.loading import CombinedDataset, download_dataset, ge
 from metaconstraint.rl.data.names import D4RL_SHORT_NAMES, MUJOCO_SHORT_NAMES, short_names
 from metaconstraint.rl.data.resolve import known_datasets, resolve_dataset_id
 from metaconstraint.rl.data.roots import dataset_roots, find_local_dataset
-from metaconstraint.rl.data.transitions import Transitions, load_transitions, preprocess_rewards
+from metaconstraint.rl.data.transitions import Transitions, load_transitions, preprocess_rewards, reward_mean
 
 __all__ = [
     "ANTMAZE_REWARD_OFFSET",
@@ -57,6 +57,7 @@ __all__ = [
     "make_eval_env",
     "normalized_score",
     "preprocess_rewards",
+    "reward_mean",
     "resolve_dataset_id",
     "short_names",
 ]

@@ -249,16 +249,22 @@ def load_transitions(dataset, reward_offset: float | None = None) -> Transitions
     return transitions
 
 
+def reward_mean(transitions: Transitions) -> float:
+    """The mean reward that centring subtracts (0 for no transitions)."""
+    return float(transitions.rewards.astype(np.float64).mean()) if len(transitions.rewards) else 0.0
+
+
 def preprocess_rewards(transitions: Transitions, center: bool = False, scale: float = 1.0) -> Transitions:
-    """Training rewards ``scale * (r - mean r)`` (``center``) or ``scale * r``; episode returns follow.
+    """Training rewards ``scale * (r - mean r)`` (``center``, the mean of :func:`reward_mean`) or ``scale * r``;
+    episode returns follow.
 
     Scores are unaffected: evaluation reads the environment's own reward. TD3+BC's actor objective
     divides by ``mean |Q|`` and so ignores ``scale``; ASPC's L2/L3 outer losses do not
     (:mod:`metaconstraint.outer_losses.builtin`), which is what the option is for.
     """
     rewards = transitions.rewards.astype(np.float64)
-    offset = rewards.mean() if center and len(rewards) else 0.0
-    returns = scale * (transitions.episode_returns - offset * transitions.episode_lengths)
+    mean = reward_mean(transitions) if center else 0.0
+    returns = scale * (transitions.episode_returns - mean * transitions.episode_lengths)
     return dataclasses.replace(
-        transitions, rewards=(scale * (rewards - offset)).astype(np.float32), episode_returns=returns
+        transitions, rewards=(scale * (rewards - mean)).astype(np.float32), episode_returns=returns
     )
