@@ -217,7 +217,9 @@ def criteria(records: list[dict], datasets: list[str]) -> list[str]:
 
 def plot_alpha(records: list[dict], datasets: list[str], out: Path) -> list[Path]:
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import FormatStrFormatter
 
+    out.mkdir(parents=True, exist_ok=True)
     written = []
     for name, panels in (
         ("alpha_by_dataset.png", [(f"{label}", form, None) for form, label in FORMS.items()]),
@@ -236,6 +238,8 @@ def plot_alpha(records: list[dict], datasets: list[str], out: Path) -> list[Path
                 line, = axis.plot(steps, np.median(values, axis=0), label=label)
                 axis.fill_between(steps, values.min(axis=0), values.max(axis=0), color=line.get_color(), alpha=0.2)
             axis.set_yscale("log")
+            for axis_ticks in (axis.yaxis.set_major_formatter, axis.yaxis.set_minor_formatter):
+                axis_ticks(FormatStrFormatter("%g"))  # plain numbers: alpha's range may lie within one decade
             axis.set_title(title, fontsize=9)
             axis.set_xlabel("iteration")
             axis.legend(fontsize=7)
