@@ -20,6 +20,7 @@ import json
 import os
 import tempfile
 import time
+import warnings
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -168,7 +169,12 @@ def _write(module: StandalonePolicy, example: Tensor, path: Path, format: str) -
     try:
         with torch.no_grad():
             if format == "torchscript":
-                torch.jit.save(torch.jit.trace(module, example), temporary)
+                with warnings.catch_warnings():
+                    # The trace freezes branches on layer widths (networks._linear), which an exported
+                    # policy never changes; only its batch varies, and no branch depends on it.
+                    warnings.simplefilter("ignore", torch.jit.TracerWarning)
+                    traced = torch.jit.trace(module, example)
+                torch.jit.save(traced, temporary)
             elif format == "torch-export":
                 program = torch.export.export(module, (example,), dynamic_shapes={"observation": {0: torch.export.Dim("batch")}})
                 torch.export.save(program, temporary)
