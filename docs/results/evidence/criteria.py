@@ -2,7 +2,8 @@
 
 Usage, from the repository root:  python docs/results/evidence/criteria.py [RUNS] [--plots DIR]
 
-Prints Markdown: scores and final alphas per dataset and arm, the oracle's best fixed alpha, each
+Prints Markdown: scores (the final one, then the secondary mean of the last 3 evaluations) and
+final alphas per dataset and arm, the oracle's best fixed alpha, each
 pre-registered criterion as met / not met / pending (with its pairs, Holm-adjusted p-values and
 the difference each test could detect), and writes the alpha-trajectory figures.
 """
@@ -116,7 +117,9 @@ def paired(records: list[dict], first: dict, second: dict, datasets: list[str]) 
     return np.array(a), np.array(b)
 
 
-def score_table(records: list[dict], datasets: list[str]) -> list[str]:
+def score_table(records: list[dict], datasets: list[str], score: str = "final_score") -> list[str]:
+    """Mean ± SD over seeds of ``score`` (the pre-registered ``final_score`` or the secondary
+    ``mean_last_3``) per arm and dataset, with ASPC's final alpha (median [range])."""
     arms = sorted({arm(r) for r in records if r["scale"] == 1.0})
     lines = ["| arm | " + " | ".join(datasets) + " |", "|---|" + "---:|" * len(datasets)]
     for name in arms:
@@ -126,7 +129,7 @@ def score_table(records: list[dict], datasets: list[str]) -> list[str]:
             if not runs:
                 cells.append("")
                 continue
-            scores = [r["final_score"] for r in runs]
+            scores = [r[score] for r in runs]
             alpha = [r["final_alpha"] for r in runs if r["final_alpha"] is not None]
             text = f"{np.mean(scores):.1f} ± {np.std(scores, ddof=1) if len(scores) > 1 else 0:.1f} (n={len(scores)})"
             if alpha:
@@ -242,7 +245,8 @@ def plot_alpha(records: list[dict], datasets: list[str], out: Path) -> list[Path
                 axis_ticks(FormatStrFormatter("%g"))  # plain numbers: alpha's range may lie within one decade
             axis.set_title(title, fontsize=9)
             axis.set_xlabel("iteration")
-            axis.legend(fontsize=7)
+            if axis.lines:
+                axis.legend(fontsize=7)
         np.atleast_1d(axes)[0].set_ylabel("alpha (median, range over seeds)")
         figure.tight_layout()
         figure.savefig(out / name, dpi=110)
@@ -262,6 +266,8 @@ def main() -> None:
     records = load_runs(args.runs)
     print(f"{len(records)} finished runs\n")
     print("\n".join(score_table(records, datasets)))
+    print("\nSecondary score (mean of the last 3 evaluations; reported, used by no criterion):\n")
+    print("\n".join(score_table(records, datasets, score="mean_last_3")))
     print()
     print("\n".join(criteria(records, datasets)))
     if any(r["algorithm"] == "aspc" for r in records):
