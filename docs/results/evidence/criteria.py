@@ -3,7 +3,7 @@
 Usage, from the repository root:  python docs/results/evidence/criteria.py [RUNS] [--plots DIR]
 
 Prints Markdown: scores (the final one, then the secondary mean of the last 3 evaluations) and
-final alphas per dataset and arm, the oracle's best fixed alpha, each
+final alphas per dataset and arm, ASPC's outer-loss terms, the oracle's best fixed alpha, each
 pre-registered criterion as met / not met / pending (with its pairs, Holm-adjusted p-values and
 the difference each test could detect), and writes the alpha-trajectory figures.
 """
@@ -65,6 +65,7 @@ def load_runs(runs: Path) -> list[dict]:
         swept = parse_tag(tag)
         learned_alpha = summary.get("scale_name") == "alpha"
         scores = [s["score"] for s in summary["scores"]]
+        metrics = read_metrics(folder, summary.get("scale_name")) if learned_alpha else []
         records.append({
             "algorithm": summary["algorithm"],
             "dataset": summary["dataset"],
@@ -75,10 +76,37 @@ def load_runs(runs: Path) -> list[dict]:
             "final_score": summary["final_score"],
             "mean_last_3": float(np.mean(scores[-3:])),
             "final_alpha": summary["final_scale"] if learned_alpha else None,
-            "trajectory": scale_history(read_metrics(folder, summary.get("scale_name"))) if learned_alpha else [],
+            "trajectory": scale_history(metrics),
+            "outer_terms": last_outer_terms(metrics),
             "scores": summary["scores"],
         })
     return records
+
+
+OUTER_TERMS = ("q_mean", "outer/l1", "outer/l2", "outer/l3", "grad/alpha")
+TERMS_WINDOW = 10  # the last logged meta-updates of a run, where alpha's direction is settled
+
+
+def last_outer_terms(metrics: list[dict]) -> list[dict[str, float]]:
+    """The last ``TERMS_WINDOW`` logged values of mean Q, each outer-loss term (``outer/l2-ema``
+    counts as ``outer/l2``) and alpha's total meta-gradient."""
+    logged = [r for r in metrics if "outer/l1" in r][-TERMS_WINDOW:]
+    return [{term: next(v for k, v in r.items() if k == term or k.startswith(term + "-")) for term in OUTER_TERMS}
+            for r in logged]
+
+
+def outer_terms_table(records: list[dict], datasets: list[str]) -> list[str]:
+    """Per dataset and L2 form, the median over seeds x the last logged values of each term: which
+    of L1 (pushes alpha up) and L2/L3 (grow with Q^2) steers alpha."""
+    lines = ["| dataset | form | " + " | ".join(OUTER_TERMS) + " |", "|---|---|" + "---:|" * len(OUTER_TERMS)]
+    for dataset in datasets:
+        for form, label in FORMS.items():
+            rows = [t for r in by_seed(records, algorithm="aspc", dataset=dataset, form=form, scale=1.0).values()
+                    for t in r["outer_terms"]]
+            if rows:
+                cells = [f"{np.median([row[term] for row in rows]):.3g}" for term in OUTER_TERMS]
+                lines.append(f"| {dataset} | {label} | " + " | ".join(cells) + " |")
+    return lines
 
 
 def arm(record: dict) -> str:
@@ -268,6 +296,9 @@ def main() -> None:
     print("\n".join(score_table(records, datasets)))
     print("\nSecondary score (mean of the last 3 evaluations; reported, used by no criterion):\n")
     print("\n".join(score_table(records, datasets, score="mean_last_3")))
+    print(f"\nOuter-loss terms (median over seeds x the last {TERMS_WINDOW} logged meta-updates; "
+          "a positive grad/alpha moves alpha down):\n")
+    print("\n".join(outer_terms_table(records, datasets)))
     print()
     print("\n".join(criteria(records, datasets)))
     if any(r["algorithm"] == "aspc" for r in records):
