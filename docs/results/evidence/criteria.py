@@ -248,7 +248,7 @@ def criteria(records: list[dict], datasets: list[str]) -> list[str]:
 
 def plot_alpha(records: list[dict], datasets: list[str], out: Path) -> list[Path]:
     import matplotlib.pyplot as plt
-    from matplotlib.ticker import FormatStrFormatter
+    from matplotlib.ticker import FormatStrFormatter, LogLocator
 
     out.mkdir(parents=True, exist_ok=True)
     written = []
@@ -269,6 +269,7 @@ def plot_alpha(records: list[dict], datasets: list[str], out: Path) -> list[Path
                 line, = axis.plot(steps, np.median(values, axis=0), label=label)
                 axis.fill_between(steps, values.min(axis=0), values.max(axis=0), color=line.get_color(), alpha=0.2)
             axis.set_yscale("log")
+            axis.yaxis.set_minor_locator(LogLocator(subs=(2, 3, 5)))
             for axis_ticks in (axis.yaxis.set_major_formatter, axis.yaxis.set_minor_formatter):
                 axis_ticks(FormatStrFormatter("%g"))  # plain numbers: alpha's range may lie within one decade
             axis.set_title(title, fontsize=9)
