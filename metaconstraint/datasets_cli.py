@@ -168,6 +168,7 @@ def datasets_collect(
     from metaconstraint.rl.collect import collect_dataset, make_env_spec
     from metaconstraint.rl.data import DatasetError
     from metaconstraint.rl.data.roots import minari_root
+    from metaconstraint.rl.envs import make_env
     from metaconstraint.rl.observations import flat_dim
 
     if (episodes is None) == (steps is None):
@@ -175,7 +176,7 @@ def datasets_collect(
     console = _console()
     try:
         spec = make_env_spec(env_id, max_episode_steps)
-        env = gym.make(spec)
+        env = make_env(spec)
         try:
             obs_dim, act_space = flat_dim(env.observation_space), env.action_space
         finally:

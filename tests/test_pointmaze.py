@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import collections
 import json
+from pathlib import Path
 
 import gymnasium as gym
 import numpy as np
@@ -161,3 +162,16 @@ def test_td3bc_trains_and_evaluates_on_a_small_generated_set(offline):
     assert [s["step"] for s in summary["scores"]] == [100, 200] and np.isfinite(summary["final_score"])
     info = data.dataset_info("builtin/pointmaze/umaze-v0")
     assert summary["dataset"] == "builtin/pointmaze/umaze-v0" and info.total_steps == SMALL  # not regenerated at 1M
+
+
+def test_evaluation_environments_leave_no_model_file_behind(offline):
+    _small_umaze(offline / "home")
+    envs = data.make_eval_env(data.load_dataset("builtin/pointmaze/umaze-v0"), num_envs=2)
+    try:
+        model_files = [env.unwrapped.tmp_xml_file_path for env in envs.envs]
+        assert len(set(model_files)) == 2  # gymnasium-robotics writes one per environment
+        assert not any(Path(f).exists() for f in model_files)
+        envs.reset(seed=0)
+        envs.step(envs.action_space.sample())  # the loaded model does not need its file
+    finally:
+        envs.close()

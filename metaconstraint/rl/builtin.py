@@ -112,6 +112,7 @@ def generate_builtin(dataset_id: str, root: pathlib.Path, console=None, **option
     ``options`` of :func:`metaconstraint.rl.pointmaze.generate_pointmaze` (``steps``, ...).
     """
     from metaconstraint.rl.collect import collect_episodes, make_env_spec, measure_return, random_policy, write_dataset
+    from metaconstraint.rl.envs import make_env
 
     recipe = BUILTIN_DATASETS[dataset_id]
     if isinstance(recipe, PointMazeRecipe):
@@ -121,7 +122,7 @@ def generate_builtin(dataset_id: str, root: pathlib.Path, console=None, **option
     spec = make_env_spec(recipe.env_id)
     import gymnasium as gym
 
-    action_space = gym.make(spec).action_space
+    action_space = make_env(spec).action_space
     behaviour = random_policy(action_space, recipe.seed) if recipe.behaviour is None else recipe.behaviour()
     buffers = collect_episodes(spec, behaviour, episodes=recipe.episodes, noise=recipe.noise, seed=recipe.seed * 10_000)
     # the references are the same for every level of a task: fixed policies and seeds

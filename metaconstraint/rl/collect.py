@@ -31,6 +31,7 @@ import numpy as np
 
 from metaconstraint.rl.data import DatasetError
 from metaconstraint.rl.data.names import well_formed
+from metaconstraint.rl.envs import make_env
 from metaconstraint.rl.observations import FlatteningError, flatten_observations, observation_keys
 
 __all__ = [
@@ -186,7 +187,7 @@ def collect_episodes(
         raise CollectError(f"--episodes and --steps must be at least 1 (got {episodes or steps}).")
     if noise < 0 or not np.isfinite(noise):
         raise CollectError(f"--noise must be a finite number >= 0, got {noise}.")
-    env = gym.make(spec)
+    env = make_env(spec)
     try:
         _check_spaces(env, spec.id)
         obs_space, act_space = env.observation_space, env.action_space
@@ -325,7 +326,7 @@ def collect_dataset(
     if reference_episodes < 1:
         raise CollectError(f"--reference-episodes must be at least 1, got {reference_episodes}.")
     spec = make_env_spec(env_id, max_episode_steps)
-    probe = gym.make(spec)
+    probe = make_env(spec)
     try:
         _check_spaces(probe, spec.id)
         act_space = probe.action_space

@@ -41,6 +41,8 @@ from typing import Callable
 import gymnasium as gym
 import numpy as np
 
+from metaconstraint.rl.envs import make_env
+
 __all__ = [
     "MAZES",
     "POINTMAZE_DATASETS",
@@ -288,7 +290,7 @@ def simulate(maze: str, steps: int, noise_seed: int = 0, progress: Callable[[int
     """
     if steps < 1:
         raise ValueError(f"steps must be at least 1, got {steps}")
-    env = gym.make(data_env_spec(maze, "sparse", steps))
+    env = make_env(data_env_spec(maze, "sparse", steps))
     try:
         first, _ = env.reset(seed=FIRST_RESET_SEED)
         core = env.unwrapped
@@ -386,7 +388,7 @@ def _rollout_returns(maze: str, episodes: int, act: Callable) -> tuple[np.ndarra
     from metaconstraint.rl.collect import REFERENCE_SEED_OFFSET
 
     spec = eval_env_spec(maze, "sparse")
-    env = gym.make(spec)
+    env = make_env(spec)
     sparse, dense = np.zeros(episodes), np.zeros(episodes)
     action = np.empty(2, dtype=np.float32)
     try:

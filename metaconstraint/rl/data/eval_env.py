@@ -7,6 +7,7 @@ import gymnasium as gym
 from metaconstraint.rl.data.errors import DatasetError
 from metaconstraint.rl.data.info import dataset_info
 from metaconstraint.rl.data.loading import CombinedDataset, as_dataset
+from metaconstraint.rl.envs import without_model_file
 
 
 def make_eval_env(dataset, num_envs: int = 1, autoreset: bool = True) -> gym.vector.SyncVectorEnv:
@@ -23,7 +24,7 @@ def make_eval_env(dataset, num_envs: int = 1, autoreset: bool = True) -> gym.vec
         raise ValueError(f"num_envs must be at least 1, got {num_envs}")
 
     def make() -> gym.Env:
-        env = dataset.recover_environment(eval_env=True)
+        env = without_model_file(dataset.recover_environment(eval_env=True))
         return FlattenObservation(env) if isinstance(env.observation_space, gym.spaces.Dict) else env
 
     try:
