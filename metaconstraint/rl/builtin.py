@@ -120,8 +120,6 @@ def generate_builtin(dataset_id: str, root: pathlib.Path, console=None, **option
 
         return generate_pointmaze(dataset_id, root, console=console, **options)
     spec = make_env_spec(recipe.env_id)
-    import gymnasium as gym
-
     action_space = make_env(spec).action_space
     behaviour = random_policy(action_space, recipe.seed) if recipe.behaviour is None else recipe.behaviour()
     buffers = collect_episodes(spec, behaviour, episodes=recipe.episodes, noise=recipe.noise, seed=recipe.seed * 10_000)

@@ -38,7 +38,6 @@ import math
 import pathlib
 from typing import Callable
 
-import gymnasium as gym
 import numpy as np
 
 from metaconstraint.rl.envs import make_env
