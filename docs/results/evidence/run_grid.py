@@ -19,6 +19,9 @@ Checkpoints do not outlive a session's machine (they are not committed), so a jo
 session's end is lost: with ``--until`` a job starts only with as many seeds as it can finish by then
 (``--member-minutes`` per seed, raised to the slowest per-seed time a finished job of this session
 took), and no job starts when not even one seed fits. Jobs are taken in the pre-registered order: datasets as listed, then invariance.toml.
+``--seed-major`` takes seed 0 of every setting before seed 1 of any (a partial grid is then paired across
+arms), and ``--prefer TEXT`` moves the settings whose name contains TEXT to the front. Neither changes
+what a run computes: each seed trains on its own, from its own seed.
 """
 
 from __future__ import annotations
@@ -163,6 +166,14 @@ def pending_jobs(only: str | None, env: dict[str, str]) -> list[Job]:
     return jobs
 
 
+def reorder(jobs: list[Job], seed_major: bool, prefer: list[str]) -> list[Job]:
+    """``jobs`` split into one job per seed when ``seed_major`` (then sorted by seed), with the jobs
+    whose name contains one of ``prefer`` first; otherwise in their given order."""
+    if seed_major:
+        jobs = sorted((Job(job.spec, [seed]) for job in jobs for seed in job.seeds), key=lambda job: job.seeds[0])
+    return sorted(jobs, key=lambda job: not any(text in job.name for text in prefer))
+
+
 def leading_run(seeds: list[int], limit: int) -> list[int]:
     """The first consecutive seeds of ``seeds``, at most ``limit`` of them."""
     run = seeds[:1]
@@ -209,6 +220,9 @@ def main() -> None:
     parser.add_argument("--member-minutes", type=float, default=12.0,
                         help="wall minutes one seed adds to a job (50k iterations on one core, evaluations included)")
     parser.add_argument("--max-seeds", type=int, default=MAX_SEEDS, help="seeds trained together in one job")
+    parser.add_argument("--seed-major", action="store_true", help="seed 0 of every setting before seed 1 of any")
+    parser.add_argument("--prefer", action="append", default=[], metavar="TEXT",
+                        help="run first the settings whose name contains TEXT (repeatable), e.g. 'td3bc(alpha=10.0)'")
     parser.add_argument("--dry-run", action="store_true", help="list the pending jobs and stop")
     args = parser.parse_args()
     until = deadline(args.until)
@@ -216,7 +230,7 @@ def main() -> None:
     env = {**os.environ, "PYTHONPATH": str(code), "MPLBACKEND": "Agg"}
     check_code(code, env)
     check_packages(code, env)
-    queue = pending_jobs(args.only, env)
+    queue = reorder(pending_jobs(args.only, env), args.seed_major, args.prefer)
     print(f"{sum(len(job.seeds) for job in queue)} runs pending in {len(queue)} settings", flush=True)
     for job in queue:
         print(f"  {job.name}: seeds {job.seeds}", flush=True)
