@@ -3,7 +3,7 @@
 Usage, from the repository root:  python docs/results/evidence/criteria.py [RUNS] [--plots DIR]
 
 Prints Markdown: scores (the final one, then the secondary mean of the last 3 evaluations) and
-final alphas per dataset and arm, ASPC's outer-loss terms, the oracle's best fixed alpha, each
+final alphas per dataset and arm, ASPC's outer-loss terms, each fixed alpha against the oracle's best, each
 pre-registered criterion as met / not met / pending (with its pairs, Holm-adjusted p-values and
 the difference each test could detect), and writes the alpha-trajectory figures.
 """
@@ -167,6 +167,30 @@ def score_table(records: list[dict], datasets: list[str], score: str = "final_sc
     return lines
 
 
+def oracle_table(records: list[dict], datasets: list[str]) -> list[str]:
+    """Each fixed alpha against the one with the highest mean on its dataset, paired by seed and
+    uncorrected: whether the oracle's best is resolved from the others (reported, no criterion)."""
+    lines = ["| dataset | alpha | minus the best | pairs | t-test p |", "|---|---:|---:|---:|---:|"]
+    for dataset in datasets:
+        best, means = oracle_best(records, dataset)
+        if not means:
+            continue
+        top = best if best is not None else max(means, key=means.get)
+        mark = "" if best is not None else " (oracle incomplete)"
+        for alpha in means:
+            if alpha == top:
+                lines.append(f"| {dataset}{mark} | {alpha:g} (best) | | | |")
+                continue
+            a, b = paired(records, {"algorithm": "td3bc", "alpha": alpha, "scale": 1.0},
+                          {"algorithm": "td3bc", "alpha": top, "scale": 1.0}, [dataset])
+            if len(a) < 2:
+                lines.append(f"| {dataset}{mark} | {alpha:g} | | {len(a)} | |")
+                continue
+            r = Paired(a, b)
+            lines.append(f"| {dataset}{mark} | {alpha:g} | {r.mean_difference:+.1f} ± {r.sd:.1f} | {r.pairs} | {r.p_value:.3g} |")
+    return lines
+
+
 def criteria(records: list[dict], datasets: list[str]) -> list[str]:
     lines = []
     best = {d: oracle_best(records, d)[0] for d in datasets}
@@ -300,6 +324,8 @@ def main() -> None:
     print(f"\nOuter-loss terms (median over seeds x the last {TERMS_WINDOW} logged meta-updates; "
           "a positive grad/alpha moves alpha down):\n")
     print("\n".join(outer_terms_table(records, datasets)))
+    print("\nThe oracle: each fixed alpha minus the best one on its dataset (paired by seed, uncorrected; no criterion):\n")
+    print("\n".join(oracle_table(records, datasets)))
     print()
     print("\n".join(criteria(records, datasets)))
     if any(r["algorithm"] == "aspc" for r in records):
