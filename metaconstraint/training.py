@@ -313,7 +313,7 @@ class Trainer:
                     )
                 ) from None
 
-    def _summary(self, k: int, scores: list[dict[str, Any]], state, timing) -> dict[str, Any]:
+    def _summary(self, k: int, scores: list[dict[str, Any]], final_episodes: np.ndarray, state, timing) -> dict[str, Any]:
         values = [s["score"] for s in scores]
         meta = {name: float(v[k]) for name, v in self.algorithm.meta_parameters(state).items()}
         scale = self.algorithm.constraint_scale(state)
@@ -324,6 +324,7 @@ class Trainer:
             "final_score": final_score(values, self.run.final_score_rule, self.run.final_score_k),
             "final_score_rule": self.run.final_score_rule,
             "scores": scores,
+            "final_episode_scores": [float(x) for x in final_episodes],  # episodes 0..E-1: paired across runs
             "steps": timing["iterations"],
             "wall_seconds": timing["wall_seconds"],
             "train_seconds": timing["train_seconds"],
@@ -452,6 +453,7 @@ class Trainer:
         scores: list[list[dict[str, Any]]] = [
             [{"step": r["step"], "score": r["score"]} for r in log.records if "score" in r] for log in logs
         ]
+        final_episodes = None  # (M, E) from the final evaluation, for the summaries
         checkpoint_every = run.checkpoint_every or run.eval_every
         self.scale_name = learned_scale_name(algorithm, state)
         scale_key = scale_metric(self.scale_name or "")
@@ -511,6 +513,8 @@ class Trainer:
                     if evaluate_now:
                         final = iteration == self.total_steps
                         normalized = self.evaluate(state, run.final_eval_episodes if final else None)
+                        if final:
+                            final_episodes = normalized
                         for k, row in enumerate(rows):
                             row["score"] = float(normalized[k].mean())
                             row["score_std"] = float(normalized[k].std())
@@ -528,8 +532,10 @@ class Trainer:
                     train_clock, compile_mark = time.perf_counter(), compile_seconds()
                 if stop.signal_number is not None:
                     self._stop(stop.signal_number, iteration, guard, state, sampler, logs, timing, accumulator, clock)
+        if final_episodes is None:  # resumed from the final checkpoint: the seeded evaluation replays exactly
+            final_episodes = self.evaluate(state, run.final_eval_episodes)
         timing["wall_seconds"] = wall_before + time.perf_counter() - session_start
-        summaries = [self._summary(k, scores[k], state, timing) for k in range(len(self.seeds))]
+        summaries = [self._summary(k, scores[k], final_episodes[k], state, timing) for k in range(len(self.seeds))]
         try:
             for directory, summary in zip(self.directories, summaries):
                 atomic_write_json(directory / "summary.json", summary)

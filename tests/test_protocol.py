@@ -79,6 +79,13 @@ def test_final_evaluation_plays_final_eval_episodes(tmp_path, pen_human):
     assert rescored["step"] == 20
     assert summary["final_score"] == pytest.approx(rescored["mean"], rel=1e-6)
     assert summary["final_score"] != pytest.approx(evaluate_run(run.directories[0], episodes=2)["mean"], rel=1e-3)
+    episodes = summary["final_episode_scores"]  # per episode, so runs can be compared episode by episode
+    np.testing.assert_allclose(episodes, rescored["scores"], rtol=1e-6, atol=1e-4)
+    assert np.mean(episodes) == pytest.approx(summary["final_score"], rel=1e-12)
+    # a resume from the final checkpoint (killed before the summary was written) replays the evaluation
+    (run.directories[0] / "summary.json").unlink()
+    resumed = trainer(tmp_path, eval_every=10, final_eval_episodes=5).fit(resume=True)[0]
+    assert resumed["final_episode_scores"] == episodes and resumed["final_score"] == summary["final_score"]
     config = tomllib.loads((run.directories[0] / "config.toml").read_text())
     assert config["final_eval_episodes"] == 5 and config["eval_episodes"] == 2
 
