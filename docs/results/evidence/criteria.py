@@ -3,9 +3,10 @@
 Usage, from the repository root:  python docs/results/evidence/criteria.py [RUNS] [--plots DIR]
 
 Prints Markdown: scores (the final one, then the secondary mean of the last 3 evaluations) and
-final alphas per dataset and arm, ASPC's outer-loss terms, each fixed alpha against the oracle's best (and how much it still climbs after 40k, as pre-registered), each
-pre-registered criterion as met / not met / pending (with its pairs, Holm-adjusted p-values and
-the difference each test could detect), and writes the alpha-trajectory figures.
+final alphas per dataset and arm, ASPC's outer-loss terms, each fixed alpha against the oracle's
+best (with how much it still climbs after 40k, as pre-registered), each pre-registered criterion
+as met / not met / pending (with its pairs, Holm-adjusted p-values and the difference each test
+could detect), and writes the alpha-trajectory figures.
 """
 
 from __future__ import annotations
