@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from metaconstraint.rl.collect import collect_episodes, make_env_spec, random_policy, write_dataset
+from metaconstraint.rl.envs import make_env
 
 PEN_REFS = (96.262799, 3076.8331017826877)  # D4RL's pen references (random, expert)
 DOOR_REFS = (-56.512833, 2880.5693087298737)  # D4RL's door references
@@ -46,9 +47,7 @@ def simulate_dataset(root: Path, dataset_id: str, env_id: str, horizon: int, epi
     Returns the episodes' Minari ``EpisodeBuffer`` s."""
     spec = make_env_spec(env_id, horizon)
     if policy is None:
-        import gymnasium as gym
-
-        policy = random_policy(gym.make(spec).action_space, seed)
+        policy = random_policy(make_env(spec).action_space, seed)
     buffers = collect_episodes(spec, policy, episodes=episodes, seed=seed)
     description = f"test stand-in: {episodes} episodes of {horizon} steps in {env_id}, simulated by the metaconstraint tests"
     write_dataset(dataset_id, buffers, root, spec, refs[0], refs[1], "metaconstraint test policy", description)

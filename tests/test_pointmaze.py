@@ -8,7 +8,6 @@ import collections
 import json
 from pathlib import Path
 
-import gymnasium as gym
 import numpy as np
 import pytest
 from typer.testing import CliRunner
@@ -17,6 +16,7 @@ from metaconstraint.cli import app
 from metaconstraint.rl import data
 from metaconstraint.rl.builtin import BUILTIN_DATASETS, generate_builtin
 from metaconstraint.rl.collect import make_env_spec
+from metaconstraint.rl.envs import make_env
 from metaconstraint.rl.observations import flatten_observations
 from metaconstraint.rl.pointmaze import MAZES, eval_env_spec, measure_references, next_cell_table, pointmaze_controller, simulate
 
@@ -61,7 +61,7 @@ def test_planner_follows_a_shortest_path_to_every_goal(maze):
 def test_noise_free_controller_reaches_random_goals(maze):
     """Episodic task (the episode ends at the goal), random goals and starts, the evaluation horizon."""
     spec = make_env_spec(MAZES[maze].env_id("sparse"), MAZES[maze].eval_horizon)
-    env = gym.make(spec, continuing_task=False)
+    env = make_env(spec, continuing_task=False)
     reached = []
     for episode in range(8):
         policy = pointmaze_controller(maze, seed=episode)
@@ -84,7 +84,7 @@ def test_references_are_the_evaluation_returns_of_random_and_controller():
     assert spec.kwargs["maze_map"][6][6] == "g"
     references = measure_references("medium", 3)
     controller = measure_return(spec, pointmaze_controller("medium"), 3, 0)
-    randoms = measure_return(spec, random_policy(gym.make(spec).action_space, 12345), 3, 0)
+    randoms = measure_return(spec, random_policy(make_env(spec).action_space, 12345), 3, 0)
     assert references.controller["sparse"] == pytest.approx(controller.mean())
     assert references.random["sparse"] == pytest.approx(randoms.mean())
     dense = measure_return(eval_env_spec("medium", "dense"), pointmaze_controller("medium"), 3, 0)
@@ -133,7 +133,7 @@ def test_generation_is_deterministic_and_matches_the_simulator():
     for name in ("observation", "desired_goal", "actions", "success"):
         np.testing.assert_array_equal(getattr(first, name), getattr(second, name))
     # the stored rewards are the environment's own reward functions
-    env = gym.make(make_env_spec("PointMaze_UMazeDense-v3"))
+    env = make_env(make_env_spec("PointMaze_UMazeDense-v3"))
     np.testing.assert_allclose(first.rewards("dense"), env.unwrapped.compute_reward(first.achieved_goal[1:], first.desired_goal[1:], {}))
     env.close()
     assert simulate("umaze", 400, noise_seed=1).actions.tolist() != first.actions.tolist()
