@@ -217,7 +217,7 @@ def criteria(records: list[dict], datasets: list[str]) -> list[str]:
     lines.append("**1. Adaptation ordering** (median final alpha per dataset; pairs whose oracle alphas differ)")
     for form, label in FORMS.items():
         alphas = {d: median_alpha(records, d, form) for d in datasets}
-        checks, pending = [], False
+        checks, agreements, pending = [], [], False
         for i, first in enumerate(datasets):
             for second in datasets[i + 1:]:
                 if None in (best[first], best[second], alphas[first], alphas[second]):
@@ -225,8 +225,9 @@ def criteria(records: list[dict], datasets: list[str]) -> list[str]:
                     continue
                 if best[first] != best[second]:
                     agrees = (best[first] > best[second]) == (alphas[first] > alphas[second])
+                    agreements.append(agrees)
                     checks.append(f"{first} vs {second}: {'agrees' if agrees else 'disagrees'}")
-        verdict = "pending" if pending else ("met" if all("agrees" in c for c in checks) else "not met")
+        verdict = "pending" if pending else ("met" if all(agreements) else "not met")
         shown = ", ".join(f"{d} {a:.2f}" for d, a in alphas.items() if a is not None)
         lines.append(f"- {label}: **{verdict}**. Alpha: {shown or 'no runs'}. " + "; ".join(checks))
     lines.append("")

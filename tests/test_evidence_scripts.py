@@ -1,0 +1,105 @@
+"""The evidence grid's scripts (docs/results/evidence): the criteria verdicts and the job order.
+
+The grid's conclusions are only as sound as ``criteria.py``; these tests feed it made-up runs whose
+right verdicts are known. The scripts are not a package, so they are loaded from their files.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+
+EVIDENCE = Path(__file__).resolve().parents[1] / "docs" / "results" / "evidence"
+MAZE, PEN = "maze", "pen"
+PAPER, RELATIVE, EMA = "l1.l2.l3", "l1.l2-rel.l3-rel", "l1.l2-ema.l3"
+
+
+def load(name: str):
+    spec = importlib.util.spec_from_file_location(f"evidence_{name}", EVIDENCE / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up while the class is built
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def criteria():
+    return load("criteria")
+
+
+def run(algorithm, dataset, seed, score, *, alpha=None, form=None, final_alpha=None, score_40k=None):
+    scores = [{"step": 40_000, "score": score if score_40k is None else score_40k}, {"step": 50_000, "score": score}]
+    return {"algorithm": algorithm, "dataset": dataset, "seed": seed, "form": form, "alpha": alpha, "scale": 1.0,
+            "final_score": score, "mean_last_3": score, "final_alpha": final_alpha, "trajectory": [],
+            "outer_terms": [], "scores": scores}
+
+
+def oracle(dataset: str, means: dict[float, float], spread=(-2.0, 1.0, 0.0, 2.0, -1.0)) -> list[dict]:
+    return [run("td3bc", dataset, seed, mean + spread[seed], alpha=alpha) for alpha, mean in means.items() for seed in range(5)]
+
+
+def aspc(dataset: str, form: str, alpha: float, score: float) -> list[dict]:
+    return [run("aspc", dataset, seed, score + seed, form=form, final_alpha=alpha * (1 + 0.01 * seed)) for seed in range(5)]
+
+
+def verdict(lines: list[str], heading: str, label: str) -> str:
+    section = lines[next(i for i, line in enumerate(lines) if line.startswith(f"**{heading}")):]
+    line = next(line for line in section if line.startswith(f"- {label}:"))
+    return line.split("**")[1]
+
+
+def test_criteria_verdicts_follow_the_runs(criteria):
+    """The maze's best fixed alpha is 10 and pen's 0.3. The paper form orders its alphas that way,
+    stays within a point of both oracles and beats alpha 2.5 by ~+20 on every pair: it meets
+    criteria 1, 3 and 4. The relative form orders them the other way and falls 50 points short
+    on pen: it meets none. A form without runs is pending, and so is criterion 3 until the whole
+    family has run."""
+    records = oracle(MAZE, {0.3: 60, 1.0: 70, 2.5: 80, 10.0: 90}) + oracle(PEN, {0.3: 110, 1.0: 95, 2.5: 80, 10.0: 40})
+    records += aspc(MAZE, PAPER, 3.5, 88) + aspc(PEN, PAPER, 0.5, 109)
+    records += aspc(MAZE, RELATIVE, 3.5, 88) + aspc(PEN, RELATIVE, 5.0, 60)
+    lines = criteria.criteria(records, [MAZE, PEN])
+    assert lines[0] == "Oracle best fixed alpha: maze 10, pen 0.3"
+    assert verdict(lines, "1.", "paper L2") == "met"
+    assert verdict(lines, "1.", "relative L2") == "not met"
+    assert verdict(lines, "1.", "EMA L2") == "pending"
+    assert verdict(lines, "3.", "paper L2") == "pending"
+
+    records += aspc(MAZE, EMA, 3.6, 88) + aspc(PEN, EMA, 0.2, 109)
+    lines = criteria.criteria(records, [MAZE, PEN])
+    assert [verdict(lines, n, "paper L2") for n in ("1.", "3.", "4.")] == ["met"] * 3
+    assert [verdict(lines, n, "relative L2") for n in ("1.", "3.", "4.")] == ["not met"] * 3
+
+
+def test_oracle_is_pending_until_every_fixed_alpha_has_run(criteria):
+    best, means = criteria.oracle_best(oracle(MAZE, {0.3: 60, 2.5: 80, 10.0: 90}), MAZE)
+    assert best is None and means == {0.3: 60, 2.5: 80, 10.0: 90}
+
+
+def test_oracle_table_pairs_each_alpha_with_the_best_and_reports_the_climb(criteria):
+    records = oracle(MAZE, {1.0: 70, 2.5: 80, 10.0: 90}) + oracle(MAZE, {0.3: 60}, spread=(0.0,) * 5)
+    records += [run("td3bc", PEN, seed, 100.0 + seed, alpha=0.3, score_40k=90.0) for seed in range(5)]
+    rows = criteria.oracle_table(records, [MAZE, PEN])
+    maze_03 = next(row for row in rows if row.startswith(f"| {MAZE} | 0.3 |"))
+    assert "| -30.0 ± 1.6 | 5 |" in maze_03  # 60 against 90 + (-2, 1, 0, 2, -1): the SD is the spread's
+    assert f"| {MAZE} | 10 (best) |" in "\n".join(rows)
+    pen = next(row for row in rows if row.startswith(f"| {PEN} (oracle incomplete) | 0.3 (best) |"))
+    assert pen.endswith("| +12.0 |")  # final (100..104, mean 102) minus the 40k score 90
+
+
+def test_run_grid_reorders_seed_major_with_preferred_settings_first():
+    run_grid = load("run_grid")
+
+    def job(algorithm: str, value: float, seeds: list[int]):
+        key = "alpha" if algorithm == "td3bc" else "outer_losses"
+        spec = {"datasets": [MAZE], "algorithms": {algorithm: {"sweep": {key: [value]}}}}
+        return run_grid.Job(spec, seeds)
+
+    jobs = [job("aspc", "ema", [0, 1]), job("td3bc", 0.3, [1, 2]), job("td3bc", 10.0, [0, 1, 2])]
+    assert run_grid.reorder(jobs, False, []) == jobs
+    order = [(job.name.split(" ")[0], job.seeds) for job in run_grid.reorder(jobs, True, ["alpha=10.0"])]
+    assert order == [("td3bc(alpha=10.0)", [0]), ("td3bc(alpha=10.0)", [1]), ("td3bc(alpha=10.0)", [2]),
+                     ("aspc(outer_losses=ema)", [0]), ("aspc(outer_losses=ema)", [1]), ("td3bc(alpha=0.3)", [1]),
+                     ("td3bc(alpha=0.3)", [2])]
