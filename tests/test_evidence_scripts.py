@@ -73,9 +73,26 @@ def test_criteria_verdicts_follow_the_runs(criteria):
     assert [verdict(lines, n, "relative L2") for n in ("1.", "3.", "4.")] == ["not met"] * 3
 
 
-def test_oracle_is_pending_until_every_fixed_alpha_has_run(criteria):
+def test_no_verdict_before_every_seed_has_run(criteria):
+    """The oracle needs all 5 seeds of every fixed alpha; a criterion needs all seeds of its arms."""
     best, means = criteria.oracle_best(oracle(MAZE, {0.3: 60, 2.5: 80, 10.0: 90}), MAZE)
     assert best is None and means == {0.3: 60, 2.5: 80, 10.0: 90}
+    records = oracle(MAZE, {0.3: 60, 1.0: 70, 2.5: 80, 10.0: 90}) + oracle(PEN, {0.3: 110, 1.0: 95, 2.5: 80, 10.0: 40})
+    for form, maze_alpha, pen_alpha in ((PAPER, 3.5, 0.5), (EMA, 3.6, 0.2), (RELATIVE, 3.5, 5.0)):
+        records += aspc(MAZE, form, maze_alpha, 88) + aspc(PEN, form, pen_alpha, 109)
+    one_seed_short = [r for r in records if not (r["algorithm"] == "aspc" and r["form"] == PAPER and r["dataset"] == PEN
+                                                  and r["seed"] == 4)]
+    lines = criteria.criteria(one_seed_short, [MAZE, PEN])
+    assert [verdict(lines, n, "paper L2") for n in ("1.", "3.", "4.")] == ["pending"] * 3
+    assert verdict(lines, "1.", "EMA L2") == "met" and verdict(lines, "3.", "EMA L2") == "pending"  # 3 waits for the family
+    alpha_short = [r for r in records if not (r["algorithm"] == "td3bc" and r["alpha"] == 1.0 and r["seed"] == 0)]
+    assert criteria.criteria(alpha_short, [MAZE, PEN])[0] == "Oracle best fixed alpha: maze pending, pen pending"
+
+
+def test_an_ordering_with_nothing_to_order_is_untestable(criteria):
+    records = oracle(MAZE, {0.3: 60, 1.0: 70, 2.5: 80, 10.0: 90}) + oracle(PEN, {0.3: 60, 1.0: 70, 2.5: 80, 10.0: 90})
+    records += aspc(MAZE, PAPER, 3.5, 88) + aspc(PEN, PAPER, 0.5, 88)
+    assert verdict(criteria.criteria(records, [MAZE, PEN]), "1.", "paper L2").startswith("untestable")
 
 
 def test_oracle_table_pairs_each_alpha_with_the_best_and_reports_the_climb(criteria):

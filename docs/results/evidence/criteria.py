@@ -27,6 +27,7 @@ SCALES = (0.1, 1.0, 10.0)
 INVARIANCE_DATASET = "dapg/pen/expert-v0"
 ONE_SETTING = 2.5
 SHORTFALL = 10.0
+SEEDS = 5  # pre-registered per arm and dataset: a verdict waits for all of them
 
 
 class Paired:
@@ -121,18 +122,23 @@ def by_seed(records: list[dict], **match) -> dict[int, dict]:
 
 
 def oracle_best(records: list[dict], dataset: str) -> tuple[float | None, dict[float, float]]:
-    means = {}
+    """The fixed alpha with the highest mean final score (``None`` until every alpha has all its
+    seeds), and the means so far."""
+    means, complete = {}, True
     for alpha in FIXED_ALPHAS:
         runs = by_seed(records, algorithm="td3bc", dataset=dataset, alpha=alpha, scale=1.0)
+        complete &= len(runs) == SEEDS
         if runs:
             means[alpha] = float(np.mean([r["final_score"] for r in runs.values()]))
-    complete = len(means) == len(FIXED_ALPHAS)
     return (max(means, key=means.get) if complete else None), means
 
 
-def median_alpha(records: list[dict], dataset: str, form: str, scale: float = 1.0) -> float | None:
+def median_alpha(records: list[dict], dataset: str, form: str, scale: float = 1.0, complete: bool = False) -> float | None:
+    """ASPC's median final alpha over seeds; with ``complete``, ``None`` until all seeds have run."""
     runs = by_seed(records, algorithm="aspc", dataset=dataset, form=form, scale=scale)
-    return float(np.median([r["final_alpha"] for r in runs.values()])) if runs else None
+    if not runs or (complete and len(runs) < SEEDS):
+        return None
+    return float(np.median([r["final_alpha"] for r in runs.values()]))
 
 
 def paired(records: list[dict], first: dict, second: dict, datasets: list[str]) -> tuple[np.ndarray, np.ndarray]:
@@ -217,24 +223,28 @@ def criteria(records: list[dict], datasets: list[str]) -> list[str]:
     lines.append("**1. Adaptation ordering** (median final alpha per dataset; pairs whose oracle alphas differ)")
     for form, label in FORMS.items():
         alphas = {d: median_alpha(records, d, form) for d in datasets}
+        ready = {d: median_alpha(records, d, form, complete=True) for d in datasets}
         checks, agreements, pending = [], [], False
         for i, first in enumerate(datasets):
             for second in datasets[i + 1:]:
-                if None in (best[first], best[second], alphas[first], alphas[second]):
+                if None in (best[first], best[second], ready[first], ready[second]):
                     pending = True
                     continue
                 if best[first] != best[second]:
                     agrees = (best[first] > best[second]) == (alphas[first] > alphas[second])
                     agreements.append(agrees)
                     checks.append(f"{first} vs {second}: {'agrees' if agrees else 'disagrees'}")
-        verdict = "pending" if pending else ("met" if all(agreements) else "not met")
+        if pending:
+            verdict = "pending"
+        else:
+            verdict = ("met" if all(agreements) else "not met") if agreements else "untestable: the oracle's best alphas are all equal"
         shown = ", ".join(f"{d} {a:.2f}" for d, a in alphas.items() if a is not None)
         lines.append(f"- {label}: **{verdict}**. Alpha: {shown or 'no runs'}. " + "; ".join(checks))
     lines.append("")
 
     lines.append(f"**2. Invariance to the reward scale** ({INVARIANCE_DATASET}, median final alpha at x0.1 / x1 / x10)")
     for form, label in FORMS.items():
-        alphas = [median_alpha(records, INVARIANCE_DATASET, form, s) for s in SCALES]
+        alphas = [median_alpha(records, INVARIANCE_DATASET, form, s, complete=True) for s in SCALES]
         if None in alphas:
             lines.append(f"- {label}: **pending**")
             continue
@@ -251,7 +261,7 @@ def criteria(records: list[dict], datasets: list[str]) -> list[str]:
                       {"algorithm": "td3bc", "alpha": ONE_SETTING, "scale": 1.0}, datasets)
         results[form] = Paired(a, b) if len(a) > 1 else None
     adjusted = holm_by_key({f: r.p_value for f, r in results.items() if r is not None})
-    complete = all(len(by_seed(records, algorithm="aspc", dataset=d, form=f)) == 5 for d in datasets for f in FORMS)
+    complete = all(r is not None and r.pairs == SEEDS * len(datasets) for r in results.values())
     for form, label in FORMS.items():
         r = results[form]
         if r is None:
@@ -281,7 +291,7 @@ def criteria(records: list[dict], datasets: list[str]) -> list[str]:
                 verdicts.append(None)
                 continue
             worse = r.mean_difference < 0 and adjusted[(dataset, form)] < 0.05
-            verdicts.append(r.mean_difference >= -SHORTFALL and not worse)
+            verdicts.append(None if r.pairs < SEEDS else r.mean_difference >= -SHORTFALL and not worse)
             rows.append(f"{dataset}: {r.describe()} Holm p {adjusted[(dataset, form)]:.3g}")
         verdict = "pending" if None in verdicts else ("met" if all(verdicts) else "not met")
         lines.append(f"- {label}: **{verdict}**. " + " ".join(f"\n    - {row}" for row in rows))
