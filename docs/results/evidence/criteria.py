@@ -12,7 +12,6 @@ could detect), and writes the alpha-trajectory figures.
 from __future__ import annotations
 
 import argparse
-from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
@@ -201,11 +200,12 @@ def oracle_table(records: list[dict], datasets: list[str]) -> list[str]:
         for alpha in means:
             rise = climb(records, dataset, alpha)
             rise_text = "" if rise is None else f"{rise:+.1f}"
-            a, b = paired(records, {"algorithm": "td3bc", "alpha": alpha, "scale": 1.0},
-                          {"algorithm": "td3bc", "alpha": top, "scale": 1.0}, [dataset])
             if alpha == top:
                 lines.append(f"| {dataset}{mark} | {alpha:g} (best) | | | | {rise_text} |")
-            elif len(a) < 2:
+                continue
+            a, b = paired(records, {"algorithm": "td3bc", "alpha": alpha, "scale": 1.0},
+                          {"algorithm": "td3bc", "alpha": top, "scale": 1.0}, [dataset])
+            if len(a) < 2:
                 lines.append(f"| {dataset}{mark} | {alpha:g} | | {len(a)} | | {rise_text} |")
             else:
                 r = Paired(a, b)
