@@ -16,7 +16,6 @@ comes from (run, algorithm, dataset, environment, checkpoint iteration, versions
 
 from __future__ import annotations
 
-import json
 import os
 import tempfile
 import time

@@ -61,7 +61,7 @@ def test_generation_is_deterministic_and_real(offline):
     np.testing.assert_array_equal(one.actions, two.actions)
     # real Pendulum-v1 dynamics: the stored next state follows from the state and the action
     # (theta_dot' = theta_dot + (3 g / 2 l sin(theta) + 3 / (m l^2) u) dt, g = 10, dt = 0.05, clipped at 8)
-    cos, sin, velocity = one.observations[:, 0], one.observations[:, 1], one.observations[:, 2]
+    sin, velocity = one.observations[:, 1], one.observations[:, 2]
     predicted = np.clip(velocity + (15.0 * sin + 3.0 * one.actions[:, 0]) * 0.05, -8, 8)
     np.testing.assert_allclose(one.next_observations[:, 2], predicted, atol=1e-4)
     assert np.abs(one.actions).max() <= 2.0

@@ -20,7 +20,7 @@ from typer.testing import CliRunner
 from metaconstraint.cli import app
 from ray_support import (
     DRIVER, PEN, command_line, comparable, kill_marked, marked_pids, metric_records, ray_environment, read_output,
-    sockets, summaries, wait_for,
+    sockets, wait_for,
 )
 
 runner = CliRunner()

@@ -35,7 +35,6 @@ policy (docs/results/aspc-iql-beta.md).
 
 from __future__ import annotations
 
-import torch
 from torch import Tensor
 
 from metaconstraint.outer_losses.registry import outer_loss
