@@ -89,6 +89,22 @@ def test_no_verdict_before_every_seed_has_run(criteria):
     assert criteria.criteria(alpha_short, [MAZE, PEN])[0] == "Oracle best fixed alpha: maze pending, pen pending"
 
 
+def test_a_failure_no_pending_run_can_undo_is_reported_at_once(criteria):
+    """A third dataset (mixed) has no runs yet. The relative form already orders the complete pair
+    the wrong way, and falls 50 points short of pen's oracle on all 5 seeds: neither verdict can
+    change, so both read "not met" now. The paper form agrees and is close so far: pending. A
+    shortfall on 4 of 5 seeds decides nothing."""
+    records = oracle(MAZE, {0.3: 60, 1.0: 70, 2.5: 80, 10.0: 90}) + oracle(PEN, {0.3: 110, 1.0: 95, 2.5: 80, 10.0: 40})
+    records += aspc(MAZE, PAPER, 3.5, 88) + aspc(PEN, PAPER, 0.5, 109)
+    records += aspc(MAZE, RELATIVE, 3.5, 88) + aspc(PEN, RELATIVE, 5.0, 60)
+    lines = criteria.criteria(records, [MAZE, PEN, "mixed"])
+    assert verdict(lines, "1.", "relative L2") == "not met" + criteria.DECIDED_EARLY
+    assert verdict(lines, "4.", "relative L2") == "not met" + criteria.DECIDED_EARLY
+    assert verdict(lines, "1.", "paper L2") == verdict(lines, "4.", "paper L2") == "pending"
+    four_seeds = [r for r in records if not (r["form"] == RELATIVE and r["dataset"] == PEN and r["seed"] == 4)]
+    assert verdict(criteria.criteria(four_seeds, [MAZE, PEN, "mixed"]), "4.", "relative L2") == "pending"
+
+
 def test_an_ordering_with_nothing_to_order_is_untestable(criteria):
     records = oracle(MAZE, {0.3: 60, 1.0: 70, 2.5: 80, 10.0: 90}) + oracle(PEN, {0.3: 60, 1.0: 70, 2.5: 80, 10.0: 90})
     records += aspc(MAZE, PAPER, 3.5, 88) + aspc(PEN, PAPER, 0.5, 88)

@@ -6,7 +6,9 @@ Prints Markdown: scores (the final one, then the secondary mean of the last 3 ev
 final alphas per dataset and arm, ASPC's outer-loss terms, each fixed alpha against the oracle's
 best (with how much it still climbs after 40k, as pre-registered), each pre-registered criterion
 as met / not met / pending (with its pairs, Holm-adjusted p-values and the difference each test
-could detect), and writes the alpha-trajectory figures.
+could detect), and writes the alpha-trajectory figures. A criterion that complete runs already fail
+(a disagreeing pair for criterion 1, a shortfall of more than 10 points for criterion 4) reads "not
+met" before the rest of the grid has run.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ INVARIANCE_DATASET = "dapg/pen/expert-v0"
 ONE_SETTING = 2.5
 SHORTFALL = 10.0
 SEEDS = 5  # pre-registered per arm and dataset: a verdict waits for all of them
+DECIDED_EARLY = ", already: no pending run can change it"
 
 
 class Paired:
@@ -234,10 +237,12 @@ def criteria(records: list[dict], datasets: list[str]) -> list[str]:
                     agrees = (best[first] > best[second]) == (alphas[first] > alphas[second])
                     agreements.append(agrees)
                     checks.append(f"{first} vs {second}: {'agrees' if agrees else 'disagrees'}")
-        if pending:
+        if not all(agreements):  # one disagreeing pair decides it, whatever the pending pairs show
+            verdict = "not met" + (DECIDED_EARLY if pending else "")
+        elif pending:
             verdict = "pending"
         else:
-            verdict = ("met" if all(agreements) else "not met") if agreements else "untestable: the oracle's best alphas are all equal"
+            verdict = "met" if agreements else "untestable: the oracle's best alphas are all equal"
         shown = ", ".join(f"{d} {a:.2f}" for d, a in alphas.items() if a is not None)
         lines.append(f"- {label}: **{verdict}**. Alpha: {shown or 'no runs'}. " + "; ".join(checks))
     lines.append("")
@@ -284,7 +289,7 @@ def criteria(records: list[dict], datasets: list[str]) -> list[str]:
                 tests[(dataset, form)] = Paired(a, b)
     adjusted = holm_by_key({key: r.p_value for key, r in tests.items()})
     for form, label in FORMS.items():
-        rows, verdicts = [], []
+        rows, verdicts, short = [], [], False
         for dataset in datasets:
             r = tests.get((dataset, form))
             if r is None:
@@ -292,8 +297,13 @@ def criteria(records: list[dict], datasets: list[str]) -> list[str]:
                 continue
             worse = r.mean_difference < 0 and adjusted[(dataset, form)] < 0.05
             verdicts.append(None if r.pairs < SEEDS else r.mean_difference >= -SHORTFALL and not worse)
+            # a shortfall on a complete dataset is final; a Holm p-value is not until its whole family has run
+            short |= r.pairs == SEEDS and r.mean_difference < -SHORTFALL
             rows.append(f"{dataset}: {r.describe()} Holm p {adjusted[(dataset, form)]:.3g}")
-        verdict = "pending" if None in verdicts else ("met" if all(verdicts) else "not met")
+        if None in verdicts:
+            verdict = "not met" + DECIDED_EARLY if short else "pending"
+        else:
+            verdict = "met" if all(verdicts) else "not met"
         lines.append(f"- {label}: **{verdict}**. " + " ".join(f"\n    - {row}" for row in rows))
     return lines
 
