@@ -234,7 +234,7 @@ def criteria(records: list[dict], datasets: list[str]) -> list[str]:
                     pending = True
                     continue
                 if best[first] != best[second]:
-                    agrees = (best[first] > best[second]) == (alphas[first] > alphas[second])
+                    agrees = (best[first] > best[second]) == (ready[first] > ready[second])
                     agreements.append(agrees)
                     checks.append(f"{first} vs {second}: {'agrees' if agrees else 'disagrees'}")
         if not all(agreements):  # one disagreeing pair decides it, whatever the pending pairs show
@@ -292,16 +292,19 @@ def criteria(records: list[dict], datasets: list[str]) -> list[str]:
         rows, verdicts, short = [], [], False
         for dataset in datasets:
             r = tests.get((dataset, form))
-            if r is None:
+            if r is None or r.pairs < SEEDS:
                 verdicts.append(None)
-                continue
-            worse = r.mean_difference < 0 and adjusted[(dataset, form)] < 0.05
-            verdicts.append(None if r.pairs < SEEDS else r.mean_difference >= -SHORTFALL and not worse)
-            # a shortfall on a complete dataset is final; a Holm p-value is not until its whole family has run
-            short |= r.pairs == SEEDS and r.mean_difference < -SHORTFALL
-            rows.append(f"{dataset}: {r.describe()} Holm p {adjusted[(dataset, form)]:.3g}")
-        if None in verdicts:
-            verdict = "not met" + DECIDED_EARLY if short else "pending"
+            else:
+                worse = r.mean_difference < 0 and adjusted[(dataset, form)] < 0.05
+                verdicts.append(r.mean_difference >= -SHORTFALL and not worse)
+                # a shortfall on a complete dataset is final; a Holm p-value is not until its whole family has run
+                short |= r.mean_difference < -SHORTFALL
+            if r is not None:
+                rows.append(f"{dataset}: {r.describe()} Holm p {adjusted[(dataset, form)]:.3g}")
+        if short:
+            verdict = "not met" + (DECIDED_EARLY if None in verdicts else "")
+        elif None in verdicts:
+            verdict = "pending"
         else:
             verdict = "met" if all(verdicts) else "not met"
         lines.append(f"- {label}: **{verdict}**. " + " ".join(f"\n    - {row}" for row in rows))
