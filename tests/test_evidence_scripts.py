@@ -122,6 +122,19 @@ def test_oracle_table_pairs_each_alpha_with_the_best_and_reports_the_climb(crite
     assert pen.endswith("| +12.0 |")  # final (100..104, mean 102) minus the 40k score 90
 
 
+def test_invariance_table_has_a_row_per_form_and_scale_with_the_sign_of_alphas_push(criteria):
+    """At x0.1 the meta-gradient pushes alpha down in 1 of 2 logged updates, at x10 in both."""
+    def scaled(scale: float, seed: int, grads: tuple[float, float]) -> dict:
+        record = run("aspc", criteria.INVARIANCE_DATASET, seed, 100.0 + seed, form=PAPER, final_alpha=scale * (1 + seed))
+        terms = [{"q_mean": 300 * scale, "outer/l1": -1.0, "outer/l2": scale ** 2, "outer/l3": 0.0, "grad/alpha": g} for g in grads]
+        return {**record, "scale": scale, "outer_terms": terms}
+
+    records = [scaled(0.1, seed, (-1.0, 1.0)) for seed in range(2)] + [scaled(10.0, seed, (1.0, 2.0)) for seed in range(2)]
+    rows = criteria.invariance_table(records)
+    assert rows[2:] == ["| paper L2 | x0.1 | 2 | 100.5 ± 0.7 | 0.15 [0.10, 0.20] | 30 | -1 | 0.01 | 0 | 0 | 50% |",
+                        "| paper L2 | x10 | 2 | 100.5 ± 0.7 | 15.00 [10.00, 20.00] | 3e+03 | -1 | 100 | 0 | 1.5 | 100% |"]
+
+
 def test_run_grid_reorders_seed_major_with_preferred_settings_first():
     run_grid = load("run_grid")
 

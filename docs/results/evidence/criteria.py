@@ -99,17 +99,42 @@ def last_outer_terms(metrics: list[dict]) -> list[dict[str, float]]:
             for r in logged]
 
 
+def median_terms(runs: list[dict]) -> list[str]:
+    """The median over ``runs`` x their last logged meta-updates of each of ``OUTER_TERMS``."""
+    rows = [t for r in runs for t in r["outer_terms"]]
+    return [f"{np.median([row[term] for row in rows]):.3g}" for term in OUTER_TERMS] if rows else []
+
+
 def outer_terms_table(records: list[dict], datasets: list[str]) -> list[str]:
     """Per dataset and L2 form, the median over seeds x the last logged values of each term: which
     of L1 (pushes alpha up) and L2/L3 (grow with Q^2) steers alpha."""
     lines = ["| dataset | form | " + " | ".join(OUTER_TERMS) + " |", "|---|---|" + "---:|" * len(OUTER_TERMS)]
     for dataset in datasets:
         for form, label in FORMS.items():
-            rows = [t for r in by_seed(records, algorithm="aspc", dataset=dataset, form=form, scale=1.0).values()
-                    for t in r["outer_terms"]]
-            if rows:
-                cells = [f"{np.median([row[term] for row in rows]):.3g}" for term in OUTER_TERMS]
+            cells = median_terms(list(by_seed(records, algorithm="aspc", dataset=dataset, form=form, scale=1.0).values()))
+            if cells:
                 lines.append(f"| {dataset} | {label} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def invariance_table(records: list[dict]) -> list[str]:
+    """The invariance control per L2 form and reward scale: final score, final alpha (median
+    [range]) and the median outer-loss terms, with the share of the last logged meta-gradients on
+    alpha that are positive (push it down)."""
+    lines = ["| form | rewards | seeds | final score | final alpha | " + " | ".join(OUTER_TERMS) + " | grad/alpha > 0 |",
+             "|---|---:|---:|---:|---|" + "---:|" * (len(OUTER_TERMS) + 1)]
+    for form, label in FORMS.items():
+        for scale in SCALES:
+            runs = list(by_seed(records, algorithm="aspc", dataset=INVARIANCE_DATASET, form=form, scale=scale).values())
+            if not runs:
+                continue
+            scores, alphas = [r["final_score"] for r in runs], [r["final_alpha"] for r in runs]
+            grads = [t["grad/alpha"] for r in runs for t in r["outer_terms"]]
+            cells = [f"x{scale:g}", str(len(runs)),
+                     f"{np.mean(scores):.1f} ± {np.std(scores, ddof=1) if len(runs) > 1 else 0:.1f}",
+                     f"{np.median(alphas):.2f} [{min(alphas):.2f}, {max(alphas):.2f}]",
+                     *median_terms(runs), f"{np.mean(np.array(grads) > 0):.0%}" if grads else ""]
+            lines.append(f"| {label} | " + " | ".join(cells) + " |")
     return lines
 
 
@@ -365,6 +390,9 @@ def main() -> None:
     print(f"\nOuter-loss terms (median over seeds x the last {TERMS_WINDOW} logged meta-updates; "
           "a positive grad/alpha moves alpha down):\n")
     print("\n".join(outer_terms_table(records, datasets)))
+    print(f"\nThe invariance control ({INVARIANCE_DATASET}; terms as above, over the last {TERMS_WINDOW} logged "
+          "meta-updates of each seed):\n")
+    print("\n".join(invariance_table(records)))
     print("\nThe oracle: each fixed alpha minus the best one on its dataset (paired by seed, uncorrected; no criterion), "
           "and its mean final score minus its score at 40k iterations:\n")
     print("\n".join(oracle_table(records, datasets)))
