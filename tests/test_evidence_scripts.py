@@ -122,6 +122,20 @@ def test_oracle_table_pairs_each_alpha_with_the_best_and_reports_the_climb(crite
     assert pen.endswith("| +12.0 |")  # final (100..104, mean 102) minus the 40k score 90
 
 
+def test_aspc_against_each_fixed_alpha_pairs_by_seed_per_dataset_and_form(criteria):
+    """The paper form scores 88 + seed on the maze and 100 + seed on pen, where only alpha 0.3 has
+    run; on the maze the EMA form has one seed (a count, no test) and the relative form none (no row)."""
+    records = oracle(MAZE, {0.3: 60, 1.0: 70, 2.5: 80, 10.0: 90}) + aspc(MAZE, PAPER, 3.5, 88)
+    records += aspc(MAZE, EMA, 3.5, 88)[:1] + oracle(PEN, {0.3: 110}) + aspc(PEN, PAPER, 0.5, 100)
+    rows = criteria.aspc_vs_fixed_table(records, [MAZE, PEN])
+    # 88..92 against 60 + (-2, 1, 0, 2, -1): differences 30, 28, 30, 29, 33
+    assert rows[2].startswith(f"| {MAZE} | paper L2 | +30.0 ± 1.9 (p 3.6e-06, 5 pairs) | +20.0 ± 1.9 ")
+    assert rows[2].endswith("| +0.0 ± 1.9 (p 1, 5 pairs) |")
+    assert rows[3] == f"| {MAZE} | EMA L2 | 1 pairs | 1 pairs | 1 pairs | 1 pairs |"
+    assert rows[4].startswith(f"| {PEN} | paper L2 | -8.0 ± 1.9 (p ") and rows[4].endswith("5 pairs) |  |  |  |")
+    assert len(rows) == 5
+
+
 def test_invariance_table_has_a_row_per_form_and_scale_with_the_sign_of_alphas_push(criteria):
     """At x0.1 the meta-gradient pushes alpha down in 1 of 2 logged updates, at x10 in both."""
     def scaled(scale: float, seed: int, grads: tuple[float, float]) -> dict:

@@ -242,6 +242,27 @@ def oracle_table(records: list[dict], datasets: list[str]) -> list[str]:
     return lines
 
 
+def aspc_vs_fixed_table(records: list[dict], datasets: list[str]) -> list[str]:
+    """Each ASPC form minus each fixed alpha, per dataset, paired by seed and uncorrected (reported,
+    no criterion: the pre-registered comparisons are criteria 3 and 4)."""
+    lines = ["| dataset | ASPC form | " + " | ".join(f"minus alpha {a:g}" for a in FIXED_ALPHAS) + " |",
+             "|---|---|" + "---:|" * len(FIXED_ALPHAS)]
+    for dataset in datasets:
+        for form, label in FORMS.items():
+            cells = []
+            for alpha in FIXED_ALPHAS:
+                a, b = paired(records, {"algorithm": "aspc", "form": form, "scale": 1.0},
+                              {"algorithm": "td3bc", "alpha": alpha, "scale": 1.0}, [dataset])
+                if len(a) < 2:
+                    cells.append(f"{len(a)} pairs" if len(a) else "")
+                    continue
+                r = Paired(a, b)
+                cells.append(f"{r.mean_difference:+.1f} ± {r.sd:.1f} (p {r.p_value:.2g}, {r.pairs} pairs)")
+            if any(cells):
+                lines.append(f"| {dataset} | {label} | " + " | ".join(cells) + " |")
+    return lines
+
+
 def criteria(records: list[dict], datasets: list[str]) -> list[str]:
     lines = []
     best = {d: oracle_best(records, d)[0] for d in datasets}
@@ -396,6 +417,8 @@ def main() -> None:
     print("\nThe oracle: each fixed alpha minus the best one on its dataset (paired by seed, uncorrected; no criterion), "
           "and its mean final score minus its score at 40k iterations:\n")
     print("\n".join(oracle_table(records, datasets)))
+    print("\nASPC minus each fixed alpha (paired by seed, uncorrected; no criterion):\n")
+    print("\n".join(aspc_vs_fixed_table(records, datasets)))
     print()
     print("\n".join(criteria(records, datasets)))
     if any(r["algorithm"] == "aspc" for r in records):
