@@ -323,7 +323,7 @@ def criteria(records: list[dict], datasets: list[str]) -> list[str]:
         lines.append(f"- {label}: **{verdict}**: {r.describe()} Holm p {adjusted[form]:.3g}.")
     lines.append("")
 
-    lines.append(f"**4. Within noise of the oracle** (ASPC - best fixed alpha per dataset; Holm over datasets x forms)")
+    lines.append("**4. Within noise of the oracle** (ASPC - best fixed alpha per dataset; Holm over datasets x forms)")
     tests = {}
     for dataset in datasets:
         if best[dataset] is None:
