@@ -99,6 +99,11 @@ def last_outer_terms(metrics: list[dict]) -> list[dict[str, float]]:
             for r in logged]
 
 
+def mean_sd(values: list[float]) -> str:
+    """``mean ± SD`` (sample SD; 0 for a single value) to one decimal."""
+    return f"{np.mean(values):.1f} ± {np.std(values, ddof=1) if len(values) > 1 else 0:.1f}"
+
+
 def median_terms(runs: list[dict]) -> list[str]:
     """The median over ``runs`` x their last logged meta-updates of each of ``OUTER_TERMS``."""
     rows = [t for r in runs for t in r["outer_terms"]]
@@ -131,7 +136,7 @@ def invariance_table(records: list[dict]) -> list[str]:
             scores, alphas = [r["final_score"] for r in runs], [r["final_alpha"] for r in runs]
             grads = [t["grad/alpha"] for r in runs for t in r["outer_terms"]]
             cells = [f"x{scale:g}", str(len(runs)),
-                     f"{np.mean(scores):.1f} ± {np.std(scores, ddof=1) if len(runs) > 1 else 0:.1f}",
+                     mean_sd(scores),
                      f"{np.median(alphas):.2f} [{min(alphas):.2f}, {max(alphas):.2f}]",
                      *median_terms(runs), f"{np.mean(np.array(grads) > 0):.0%}" if grads else ""]
             lines.append(f"| {label} | " + " | ".join(cells) + " |")
@@ -193,7 +198,7 @@ def score_table(records: list[dict], datasets: list[str], score: str = "final_sc
                 continue
             scores = [r[score] for r in runs]
             alpha = [r["final_alpha"] for r in runs if r["final_alpha"] is not None]
-            text = f"{np.mean(scores):.1f} ± {np.std(scores, ddof=1) if len(scores) > 1 else 0:.1f} (n={len(scores)})"
+            text = f"{mean_sd(scores)} (n={len(scores)})"
             if alpha:
                 text += f"; alpha {np.median(alpha):.2f} [{min(alpha):.2f}, {max(alpha):.2f}]"
             cells.append(text)
