@@ -136,6 +136,20 @@ def test_aspc_against_each_fixed_alpha_pairs_by_seed_per_dataset_and_form(criter
     assert len(rows) == 5
 
 
+def test_pooled_table_pairs_aspc_with_one_alpha_everywhere_and_with_each_datasets_best(criteria):
+    """The maze's best alpha is 10 (90), pen's 0.3 (110); ASPC scores 88 + seed and 100 + seed."""
+    records = oracle(MAZE, {0.3: 60, 1.0: 70, 2.5: 80, 10.0: 90}) + aspc(MAZE, PAPER, 3.5, 88)
+    records += oracle(PEN, {0.3: 110, 1.0: 100, 2.5: 90, 10.0: 50})
+    assert "| aspc, paper L2 | 5 of 10 runs |" in criteria.pooled_table(records, [MAZE, PEN])[-3]
+    records += aspc(PEN, PAPER, 0.5, 100)
+    rows = criteria.pooled_table(records, [MAZE, PEN])
+    assert "| td3bc, alpha 2.5 | 85.0 |" in rows[4] and "| td3bc, each dataset's best | 100.0 |" in rows[6]
+    paper = next(row for row in rows if row.startswith("| aspc, paper L2 | 96.0 |"))
+    # against the best: 0, -2, 0, -1, +3 on the maze and -8, -10, -8, -9, -5 on pen
+    assert paper.endswith("| -4.0 ± 4.6 (p 0.022, 10 pairs) |")
+    assert criteria.pooled_table(records[5:], [MAZE, PEN]) == []  # the maze's alpha 0.3 lost a seed: no best yet
+
+
 def test_invariance_table_has_a_row_per_form_and_scale_with_the_sign_of_alphas_push(criteria):
     """At x0.1 the meta-gradient pushes alpha down in 1 of 2 logged updates, at x10 in both."""
     def scaled(scale: float, seed: int, grads: tuple[float, float]) -> dict:
