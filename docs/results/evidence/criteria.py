@@ -119,7 +119,7 @@ def outer_terms_table(records: list[dict], datasets: list[str]) -> list[str]:
     lines = ["| dataset | form | " + " | ".join(OUTER_TERMS) + " |", "|---|---|" + "---:|" * len(OUTER_TERMS)]
     for dataset in datasets:
         for form, label in FORMS.items():
-            cells = median_terms(list(by_seed(records, algorithm="aspc", dataset=dataset, form=form, scale=1.0).values()))
+            cells = median_terms(list(by_seed(records, dataset=dataset, **aspc_arm(form)).values()))
             if cells:
                 lines.append(f"| {dataset} | {label} | " + " | ".join(cells) + " |")
     return lines
@@ -133,7 +133,7 @@ def invariance_table(records: list[dict]) -> list[str]:
              "|---|---:|---:|---:|---|" + "---:|" * (len(OUTER_TERMS) + 1)]
     for form, label in FORMS.items():
         for scale in SCALES:
-            runs = list(by_seed(records, algorithm="aspc", dataset=INVARIANCE_DATASET, form=form, scale=scale).values())
+            runs = list(by_seed(records, dataset=INVARIANCE_DATASET, **aspc_arm(form, scale)).values())
             if not runs:
                 continue
             scores, alphas = [r["final_score"] for r in runs], [r["final_alpha"] for r in runs]
@@ -152,6 +152,16 @@ def arm(record: dict) -> str:
     return f"td3bc (alpha={record['alpha']:g})"
 
 
+def aspc_arm(form: str, scale: float = 1.0) -> dict:
+    """The match for ``by_seed`` / ``paired`` of one ASPC form at one reward scale."""
+    return {"algorithm": "aspc", "form": form, "scale": scale}
+
+
+def fixed_arm(alpha: float) -> dict:
+    """The match for ``by_seed`` / ``paired`` of TD3+BC* at one fixed alpha (the oracle)."""
+    return {"algorithm": "td3bc", "alpha": alpha, "scale": 1.0}
+
+
 def by_seed(records: list[dict], **match) -> dict[int, dict]:
     return {r["seed"]: r for r in records if all(r[k] == v for k, v in match.items())}
 
@@ -161,7 +171,7 @@ def oracle_best(records: list[dict], dataset: str) -> tuple[float | None, dict[f
     seeds), and the means so far."""
     means, complete = {}, True
     for alpha in FIXED_ALPHAS:
-        runs = by_seed(records, algorithm="td3bc", dataset=dataset, alpha=alpha, scale=1.0)
+        runs = by_seed(records, dataset=dataset, **fixed_arm(alpha))
         complete &= len(runs) == SEEDS
         if runs:
             means[alpha] = float(np.mean([r["final_score"] for r in runs.values()]))
@@ -170,7 +180,7 @@ def oracle_best(records: list[dict], dataset: str) -> tuple[float | None, dict[f
 
 def median_alpha(records: list[dict], dataset: str, form: str, scale: float = 1.0, complete: bool = False) -> float | None:
     """ASPC's median final alpha over seeds; with ``complete``, ``None`` until all seeds have run."""
-    runs = by_seed(records, algorithm="aspc", dataset=dataset, form=form, scale=scale)
+    runs = by_seed(records, dataset=dataset, **aspc_arm(form, scale))
     if not runs or (complete and len(runs) < SEEDS):
         return None
     return float(np.median([r["final_alpha"] for r in runs.values()]))
@@ -216,8 +226,7 @@ def climb(records: list[dict], dataset: str, alpha: float) -> float | None:
     """Mean over seeds of td3bc (alpha)'s final score minus its score at iteration 40,000. The
     40k evaluation plays episodes 0-9 and the final one 0-99, so on pen (where 0-9 are easier) it
     reads low."""
-    rises = [r["final_score"] - s["score"] for r in by_seed(records, algorithm="td3bc", dataset=dataset, alpha=alpha,
-                                                             scale=1.0).values()
+    rises = [r["final_score"] - s["score"] for r in by_seed(records, dataset=dataset, **fixed_arm(alpha)).values()
              for s in r["scores"] if s["step"] == CLIMB_FROM]
     return float(np.mean(rises)) if rises else None
 
@@ -239,8 +248,7 @@ def oracle_table(records: list[dict], datasets: list[str]) -> list[str]:
             if alpha == top:
                 lines.append(f"| {dataset}{mark} | {alpha:g} (best) | | | | {rise_text} |")
                 continue
-            a, b = paired(records, {"algorithm": "td3bc", "alpha": alpha, "scale": 1.0},
-                          {"algorithm": "td3bc", "alpha": top, "scale": 1.0}, [dataset])
+            a, b = paired(records, fixed_arm(alpha), fixed_arm(top), [dataset])
             if len(a) < 2:
                 lines.append(f"| {dataset}{mark} | {alpha:g} | | {len(a)} | | {rise_text} |")
             else:
@@ -259,8 +267,7 @@ def aspc_vs_fixed_table(records: list[dict], datasets: list[str]) -> list[str]:
         for form, label in FORMS.items():
             cells = []
             for alpha in FIXED_ALPHAS:
-                a, b = paired(records, {"algorithm": "aspc", "form": form, "scale": 1.0},
-                              {"algorithm": "td3bc", "alpha": alpha, "scale": 1.0}, [dataset])
+                a, b = paired(records, aspc_arm(form), fixed_arm(alpha), [dataset])
                 if len(a) < 2:
                     cells.append(f"{len(a)} pairs" if len(a) else "")
                     continue
@@ -284,19 +291,17 @@ def pooled_table(records: list[dict], datasets: list[str]) -> list[str]:
     lines = ["| arm | mean final score | " + " | ".join(f"minus {name}" for name in fixed) + " |",
              "|---|---:|" + "---:|" * len(fixed)]
     for name, alphas in fixed.items():
-        scores = [r["final_score"] for d in datasets
-                  for r in by_seed(records, algorithm="td3bc", dataset=d, alpha=alphas[d], scale=1.0).values()]
+        scores = [r["final_score"] for d in datasets for r in by_seed(records, dataset=d, **fixed_arm(alphas[d])).values()]
         lines.append(f"| td3bc, {name} | {np.mean(scores):.1f} |" + " |" * len(fixed))
     for form, label in FORMS.items():
-        aspc = {"algorithm": "aspc", "form": form, "scale": 1.0}
-        scores = [r["final_score"] for d in datasets for r in by_seed(records, dataset=d, **aspc).values()]
+        scores = [r["final_score"] for d in datasets for r in by_seed(records, dataset=d, **aspc_arm(form)).values()]
         if len(scores) < SEEDS * len(datasets):
             lines.append(f"| aspc, {label} | {len(scores)} of {SEEDS * len(datasets)} runs |" + " |" * len(fixed))
             continue
         cells = []
         for alphas in fixed.values():
-            pairs = [paired(records, aspc, {"algorithm": "td3bc", "alpha": alphas[d], "scale": 1.0}, [d]) for d in datasets]
-            cells.append(Paired(np.concatenate([a for a, _ in pairs]), np.concatenate([b for _, b in pairs])).brief())
+            pairs = [paired(records, aspc_arm(form), fixed_arm(alphas[d]), [d]) for d in datasets]
+            cells.append(Paired(*map(np.concatenate, zip(*pairs))).brief())
         lines.append(f"| aspc, {label} | {np.mean(scores):.1f} | " + " | ".join(cells) + " |")
     return lines
 
@@ -346,8 +351,7 @@ def criteria(records: list[dict], datasets: list[str]) -> list[str]:
     lines.append(f"**3. Beats the one setting** (ASPC - td3bc alpha={ONE_SETTING:g}, all (dataset, seed) pairs; Holm over the 3 forms)")
     results = {}
     for form in FORMS:
-        a, b = paired(records, {"algorithm": "aspc", "form": form, "scale": 1.0},
-                      {"algorithm": "td3bc", "alpha": ONE_SETTING, "scale": 1.0}, datasets)
+        a, b = paired(records, aspc_arm(form), fixed_arm(ONE_SETTING), datasets)
         results[form] = Paired(a, b) if len(a) > 1 else None
     adjusted = holm_by_key({f: r.p_value for f, r in results.items() if r is not None})
     complete = all(r is not None and r.pairs == SEEDS * len(datasets) for r in results.values())
@@ -367,8 +371,7 @@ def criteria(records: list[dict], datasets: list[str]) -> list[str]:
         if best[dataset] is None:
             continue
         for form in FORMS:
-            a, b = paired(records, {"algorithm": "aspc", "form": form, "scale": 1.0},
-                          {"algorithm": "td3bc", "alpha": best[dataset], "scale": 1.0}, [dataset])
+            a, b = paired(records, aspc_arm(form), fixed_arm(best[dataset]), [dataset])
             if len(a) > 1:
                 tests[(dataset, form)] = Paired(a, b)
     adjusted = holm_by_key({key: r.p_value for key, r in tests.items()})
